@@ -1,0 +1,209 @@
+"""Datasets as uint8 tensors on the training device, resized once to the model's image size.
+
+Every dataset, real or generated, ends as a `DeviceData`: images (n, C, S, S) uint8 and labels
+(n,) int64 for train and test, on the training device. Batches are index tensors into it, so the
+hot loop never touches the CPU: a batch is a gather, a cast and a normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from hardsamples.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCHVISION_FOLDERS = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "stl10": "stl10_binary",
+}
+
+
+@dataclass
+class HostData:
+    """A dataset as loaded from its source: uint8 NCHW numpy arrays and int64 labels."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    hard_mask: np.ndarray | None = None  # synthetic only: which training samples are hard
+
+
+@dataclass
+class DeviceData:
+    train_images: torch.Tensor  # (n, C, S, S) uint8
+    train_labels: torch.Tensor  # (n,) int64
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor  # (1, C, 1, 1) float32, in [0, 1] units
+    std: torch.Tensor
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def num_train(self) -> int:
+        return self.train_images.shape[0]
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float32 normalised; runs on the device inside the hot loop."""
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+def load_host_data(cfg) -> HostData:
+    source = cfg.dataset.source
+    if source == "torchvision":
+        return _load_torchvision(cfg.dataset.name, Path(cfg.data_dir), bool(cfg.dataset.download))
+    if source == "sklearn":
+        return _load_digits(cfg.dataset)
+    if source == "generated":
+        return make_synthetic(cfg.dataset)
+    raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn or generated")
+
+
+def _load_torchvision(name: str, root: Path, download: bool) -> HostData:
+    import torchvision.datasets as tvd
+
+    try:
+        if name == "stl10":
+            train = tvd.STL10(root, split="train", download=download)
+            test = tvd.STL10(root, split="test", download=download)
+            return HostData(train.data, np.asarray(train.labels, np.int64),
+                            test.data, np.asarray(test.labels, np.int64), 10)
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except (RuntimeError, OSError) as err:  # missing files, or a download with no network
+        action = "could not be downloaded" if download else "not found"
+        raise ConfigError(
+            f"{name} files {action} under {root}/{TORCHVISION_FOLDERS[name]} ({err.__class__.__name__}):"
+            f" set DATA_DIR (or data_dir=...) to a folder that holds them,"
+            f" or pass dataset.download=true on a machine with network access"
+        ) from err
+    return HostData(_hwc_to_chw(train.data), np.asarray(train.targets, np.int64),
+                    _hwc_to_chw(test.data), np.asarray(test.targets, np.int64), len(train.classes))
+
+
+def _hwc_to_chw(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+
+
+def _load_digits(dataset_cfg) -> HostData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
+    labels = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=dataset_cfg.test_fraction,
+        random_state=dataset_cfg.split_seed, stratify=labels)
+    return HostData(x_train, y_train, x_test, y_test, 10)
+
+
+def make_synthetic(dataset_cfg) -> HostData:
+    """Class prototypes are smooth random images; a rare hard fraction sits between two classes.
+
+    Hard samples mix their own prototype with another class's (weight 0.3-0.45 on the other one)
+    and carry twice the noise, so they are learnable but stay the highest-loss samples for long.
+    """
+    cfg = dataset_cfg
+    if not 0.0 <= cfg.hard_fraction <= 1.0:
+        raise ConfigError(f"dataset.hard_fraction={cfg.hard_fraction} is outside [0, 1]: pick a fraction")
+    gen = torch.Generator().manual_seed(int(cfg.generator_seed))
+    size, chans, classes = int(cfg.native_size), int(cfg.channels), int(cfg.num_classes)
+    coarse = torch.rand(classes, chans, 4, 4, generator=gen)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic",
+                                                 align_corners=False).clamp(0, 1)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        labels = torch.randint(classes, (n,), generator=gen)
+        hard = torch.rand(n, generator=gen) < cfg.hard_fraction
+        other = (labels + torch.randint(1, classes, (n,), generator=gen)) % classes
+        mix = torch.where(hard, 0.3 + 0.15 * torch.rand(n, generator=gen), torch.zeros(n))
+        images = (1 - mix)[:, None, None, None] * prototypes[labels] + mix[:, None, None, None] * prototypes[other]
+        noise_scale = cfg.noise * torch.where(hard, 2.0, 1.0)[:, None, None, None]
+        images = images + noise_scale * torch.randn(images.shape, generator=gen)
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        return pixels.numpy(), labels.numpy().astype(np.int64), hard.numpy()
+
+    x_train, y_train, hard_train = draw(int(cfg.num_train))
+    x_test, y_test, _ = draw(int(cfg.num_test))
+    return HostData(x_train, y_train, x_test, y_test, classes, hard_mask=hard_train)
+
+
+def to_device(host: HostData, image_size: int, normalization: str, device: torch.device) -> DeviceData:
+    """Move once to the device and resize there (bilinear with antialias, like PIL's Resize)."""
+    train = _resize_on_device(host.train_images, image_size, device)
+    test = _resize_on_device(host.test_images, image_size, device)
+    mean, std = _normalisation(normalization, train)
+    return DeviceData(train, torch.as_tensor(host.train_labels, device=device),
+                      test, torch.as_tensor(host.test_labels, device=device),
+                      host.num_classes, mean, std)
+
+
+def _resize_on_device(images: np.ndarray, size: int, device: torch.device, chunk: int = 4096) -> torch.Tensor:
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8, device=device)
+    for start in range(0, len(images), chunk):
+        block = torch.as_tensor(images[start:start + chunk], device=device)
+        if block.shape[-1] != size or block.shape[-2] != size:
+            block = TF.resize(block, [size, size], antialias=True)
+        out[start:start + chunk] = block
+    return out
+
+
+def _normalisation(kind: str, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    chans = train_images.shape[1]
+    device = train_images.device
+    if kind == "imagenet":
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        if chans != 3:  # grey images: ImageNet's statistics averaged over its channels
+            mean, std = mean.mean().repeat(chans), std.mean().repeat(chans)
+    elif kind == "dataset":
+        pixels = train_images.float().div_(255.0)
+        mean, std = pixels.mean(dim=(0, 2, 3)).cpu(), pixels.std(dim=(0, 2, 3)).cpu()
+    else:
+        raise ConfigError(f"fidelity.normalization={kind} is unknown: use imagenet or dataset")
+    return mean.view(1, chans, 1, 1).to(device), std.view(1, chans, 1, 1).to(device)
+
+
+def make_fixed_batches(num_samples: int, batch_size: int, *, drop_last: bool, partition: str,
+                       seed: int, device: torch.device) -> torch.Tensor:
+    """The N fixed mini-batches as an (N, B) index tensor on the device.
+
+    dataset_order cuts them from 0..n-1 like a DataLoader with shuffle=False; shuffled cuts them
+    from a seeded permutation. With drop_last the last partial batch is dropped (N = floor(n / B));
+    without it the last batch is padded from the start of the order, as DistributedSampler pads,
+    so every batch has B samples and a few samples appear twice per epoch.
+    """
+    if partition == "dataset_order":
+        order = torch.arange(num_samples)
+    elif partition == "shuffled":
+        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
+    else:
+        raise ConfigError(f"fidelity.partition={partition} is unknown: use dataset_order or shuffled")
+    if drop_last:
+        num_batches = num_samples // batch_size
+        order = order[: num_batches * batch_size]
+    else:
+        num_batches = -(-num_samples // batch_size)
+        order = torch.cat([order, order[: num_batches * batch_size - num_samples]])
+    return order.view(num_batches, batch_size).to(device)
+
+
+def eval_subset(num_samples: int, subset: int | None) -> torch.Tensor | None:
+    """A fixed subset of training indices (the same for every run and seed), or None for all."""
+    if subset is None or subset >= num_samples:
+        return None
+    chosen = torch.randperm(num_samples, generator=torch.Generator().manual_seed(0))[:subset]
+    return torch.sort(chosen).values

@@ -1,0 +1,70 @@
+"""Loss and top-1 of the current model on a split, under either protocol.
+
+paper_code: BatchNorm keeps batch statistics (the authors never call model.eval()), forward passes
+in batches of the training batch size, metrics the mean of per-batch values, last partial batch
+dropped. clean: eval mode, exact sample-weighted metrics over every sample. Both compute per-sample
+losses and hits on the device and read them back once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hardsamples.data import DeviceData
+
+
+@dataclass
+class EvalSettings:
+    batchnorm: str  # train | eval
+    average: str  # per_batch | per_sample
+    drop_last: bool
+    forward_batch_size: int  # paper_code: the training batch size (BatchNorm sees these batches)
+    metric_batch_size: int  # the batches whose accuracies give the paper's +/- interval
+    autocast: Callable[[], AbstractContextManager]
+    memory_format: torch.memory_format
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float  # percent
+    batch_top1: list[float]  # percent, one per metric batch
+    batch_sizes: list[int]
+
+
+def evaluate(model: torch.nn.Module, data: DeviceData, images: torch.Tensor, labels: torch.Tensor,
+             settings: EvalSettings) -> EvalResult:
+    n = labels.shape[0]
+    if settings.drop_last:
+        n -= n % settings.metric_batch_size
+    losses = torch.empty(n, device=labels.device)
+    hits = torch.empty(n, device=labels.device)
+    was_training = model.training
+    model.train(settings.batchnorm == "train")
+    # no_grad rather than inference_mode: BatchNorm in training mode updates its running buffers.
+    with torch.no_grad(), settings.autocast():
+        for start in range(0, n, settings.forward_batch_size):
+            stop = min(n, start + settings.forward_batch_size)
+            x = data.normalise(images[start:stop]).contiguous(memory_format=settings.memory_format)
+            logits = model(x).float()
+            losses[start:stop] = F.cross_entropy(logits, labels[start:stop], reduction="none")
+            hits[start:stop] = (logits.argmax(dim=1) == labels[start:stop]).float()
+    model.train(was_training)
+    return summarise(losses.cpu(), hits.cpu(), settings)
+
+
+def summarise(losses: torch.Tensor, hits: torch.Tensor, settings: EvalSettings) -> EvalResult:
+    size = settings.metric_batch_size
+    batch_loss = torch.stack([chunk.mean() for chunk in losses.split(size)])
+    batch_top1 = torch.stack([chunk.mean() for chunk in hits.split(size)])
+    sizes = [len(chunk) for chunk in hits.split(size)]
+    if settings.average == "per_batch":
+        loss, top1 = batch_loss.mean(), batch_top1.mean()
+    else:
+        loss, top1 = losses.mean(), hits.mean()
+    return EvalResult(float(loss), 100.0 * float(top1), (100.0 * batch_top1).tolist(), sizes)

@@ -1,0 +1,130 @@
+"""The update loop: a budget of N x E updates over fixed batches, chosen round by round by a policy.
+
+Inside a round nothing leaves the device: batch ids, losses and the policy's stored losses are
+device tensors, and the loop only uses Python integers it already knows (round sizes, positions).
+The host waits for the device once per interval (every N updates), when it evaluates and writes the
+record. That is also the only place a NaN loss is noticed, so a diverged run costs at most one
+interval more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from hardsamples.data import DeviceData
+
+
+@dataclass
+class Segment:
+    """Updates trained back to back inside one round, kept on the device until the interval ends."""
+
+    first_update: int
+    round_index: int
+    batch_ids: torch.Tensor
+    losses: torch.Tensor
+    kept: list[int]
+
+
+@dataclass
+class LoopState:
+    updates: int = 0
+    pending_ids: torch.Tensor | None = None  # the rest of a round cut by an interval boundary
+    pending_round: int = -1
+    extra_forward_passes: int = 0  # forward passes that are not updates (policies that refresh)
+    segments: list[Segment] = field(default_factory=list)
+
+
+class UpdateLoop:
+    def __init__(self, model, optimizer, policy, data: DeviceData, batches: torch.Tensor, epochs: int,
+                 autocast: Callable[[], AbstractContextManager], memory_format: torch.memory_format):
+        self.model, self.optimizer, self.policy = model, optimizer, policy
+        self.forward = model  # torch.compile(model) when compile=true; state lives in self.model
+        self.data, self.batches = data, batches
+        self.num_batches = batches.shape[0]
+        self.epochs = epochs
+        self.budget = self.num_batches * epochs
+        self.autocast, self.memory_format = autocast, memory_format
+        self.state = LoopState()
+
+    def train_interval(self) -> list[Segment]:
+        """Run updates until the next multiple of N (or the budget); return what was trained."""
+        state = self.state
+        interval_end = min(self.budget, (state.updates // self.num_batches + 1) * self.num_batches)
+        while state.updates < interval_end:
+            if state.pending_ids is None:
+                state.pending_round = self.policy.rounds_started
+                size = min(self.policy.round_size, self.budget - state.updates)
+                state.pending_ids = self.policy.next_round()[:size]  # the last round is cut to fit
+            take = min(state.pending_ids.shape[0], interval_end - state.updates)
+            ids, rest = state.pending_ids[:take], state.pending_ids[take:]
+            state.segments.append(self.train_batches(ids, state.pending_round))
+            state.pending_ids = rest if rest.shape[0] else None
+        segments, state.segments = state.segments, []
+        return segments
+
+    def train_batches(self, batch_ids: torch.Tensor, round_index: int) -> Segment:
+        """One update per batch id. No host synchronisation: ids and losses stay on the device."""
+        first = self.state.updates
+        rows = self.batches[batch_ids]
+        losses = torch.empty(rows.shape[0], device=rows.device)
+        kept = []
+        epoch = first // self.num_batches
+        for j in range(rows.shape[0]):
+            loss, n_kept = self.update(rows[j], epoch)
+            losses[j] = loss
+            kept.append(n_kept)
+        self.policy.observe(batch_ids, losses)
+        self.state.updates += rows.shape[0]
+        return Segment(first, round_index, batch_ids, losses, kept)
+
+    def update(self, sample_ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, int]:
+        x = self.data.normalise(self.data.train_images[sample_ids]).contiguous(memory_format=self.memory_format)
+        y = self.data.train_labels[sample_ids]
+        with self.autocast():
+            logits = self.forward(x)
+        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+        loss, n_kept = self.policy.reduce(per_sample, epoch_progress(epoch, self.epochs))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), n_kept
+
+
+def epoch_progress(epoch: int, epochs: int) -> float:
+    """0.0 in the first epoch-equivalent, 1.0 in the last (the trimming schedule's clock)."""
+    return 0.0 if epochs == 1 else epoch / (epochs - 1)
+
+
+def segments_to_trace(segments: list[Segment]) -> list[dict]:
+    rows = []
+    for seg in segments:
+        ids, losses = seg.batch_ids.tolist(), seg.losses.tolist()
+        for j, (batch, loss, kept) in enumerate(zip(ids, losses, seg.kept)):
+            rows.append({"update": seg.first_update + j + 1, "round": seg.round_index,
+                         "batch": batch, "loss": loss, "kept": kept})
+    return rows
+
+
+def mean_segment_loss(segments: list[Segment]) -> float:
+    """The mean loss of the batches trained in the interval: one device read."""
+    total = torch.stack([seg.losses.sum() for seg in segments]).sum()
+    count = sum(seg.losses.shape[0] for seg in segments)
+    return float(total) / count
+
+
+class Stopwatch:
+    """Wall-clock seconds of the run, carried across resumes."""
+
+    def __init__(self, already: float = 0.0):
+        self.already = already
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.already + time.perf_counter() - self.started
