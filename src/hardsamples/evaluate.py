@@ -55,7 +55,7 @@ def evaluate(model: torch.nn.Module, data: DeviceData, images: torch.Tensor, lab
             losses[start:stop] = F.cross_entropy(logits, labels[start:stop], reduction="none")
             hits[start:stop] = (logits.argmax(dim=1) == labels[start:stop]).float()
     model.train(was_training)
-    return summarise(losses.cpu(), hits.cpu(), settings)
+    return summarise(losses.double().cpu(), hits.double().cpu(), settings)
 
 
 def summarise(losses: torch.Tensor, hits: torch.Tensor, settings: EvalSettings) -> EvalResult:

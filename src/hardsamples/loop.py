@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +59,8 @@ class UpdateLoop:
         while state.updates < interval_end:
             if state.pending_ids is None:
                 state.pending_round = self.policy.rounds_started
+                if self.policy.refreshes_before_round(state.pending_round):
+                    self.policy.refresh(self.measure_batch_losses())
                 size = min(self.policy.round_size, self.budget - state.updates)
                 state.pending_ids = self.policy.next_round()[:size]  # the last round is cut to fit
             take = min(state.pending_ids.shape[0], interval_end - state.updates)
@@ -83,6 +85,21 @@ class UpdateLoop:
         self.state.updates += rows.shape[0]
         return Segment(first, round_index, batch_ids, losses, kept)
 
+    def measure_batch_losses(self) -> torch.Tensor:
+        """The current loss of every fixed batch: one forward pass each, no update, counted apart.
+
+        BatchNorm stays in training mode, as when the stored losses were measured, with its momentum
+        set to 0 so the running statistics do not move.
+        """
+        losses = torch.empty(self.num_batches, device=self.batches.device)
+        with torch.no_grad(), frozen_batchnorm_statistics(self.model), self.autocast():
+            for i in range(self.num_batches):
+                x = self.data.normalise(self.data.train_images[self.batches[i]]).contiguous(memory_format=self.memory_format)
+                logits = self.forward(x)
+                losses[i] = F.cross_entropy(logits.float(), self.data.train_labels[self.batches[i]])
+        self.state.extra_forward_passes += self.num_batches
+        return losses
+
     def update(self, sample_ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, int]:
         x = self.data.normalise(self.data.train_images[sample_ids]).contiguous(memory_format=self.memory_format)
         y = self.data.train_labels[sample_ids]
@@ -94,6 +111,22 @@ class UpdateLoop:
         loss.backward()
         self.optimizer.step()
         return loss.detach(), n_kept
+
+
+@contextmanager
+def frozen_batchnorm_statistics(model: torch.nn.Module):
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
 
 
 def epoch_progress(epoch: int, epochs: int) -> float:

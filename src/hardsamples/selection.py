@@ -41,6 +41,13 @@ class StandardPolicy:
     def observe(self, batch_ids: torch.Tensor, losses: torch.Tensor) -> None:
         pass
 
+    def refreshes_before_round(self, round_index: int) -> bool:
+        """Whether the loop should measure every batch's loss (forward only) before this round."""
+        return False
+
+    def refresh(self, losses: torch.Tensor) -> None:
+        """Fresh losses of all N batches, measured without updating the model."""
+
     def reduce(self, per_sample_losses: torch.Tensor, progress: float) -> tuple[torch.Tensor, int]:
         return per_sample_losses.mean(), per_sample_losses.shape[0]
 

@@ -1,0 +1,43 @@
+# Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...".
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SWEEP ?= demo
+ARGS ?=
+RUNS ?= results/runs
+OUT ?= results/tables
+SOURCE ?= records
+PYTEST_ARGS ?=
+
+.PHONY: setup test run sweep demo tables bench clean
+
+setup: $(VENV)/.installed
+
+# The stamp is rebuilt when pyproject.toml changes. torch and torchvision come from the pins in
+# pyproject.toml (a CUDA build on x86-64 Linux; it runs on the CPU too).
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+run: setup
+	$(PY) -m hardsamples.train $(ARGS)
+
+sweep: setup
+	$(PY) -m hardsamples.train -m --config-dir sweeps --config-name $(SWEEP) $(ARGS)
+
+demo: setup
+	$(MAKE) --no-print-directory sweep SWEEP=demo
+	$(MAKE) --no-print-directory tables RUNS=results/runs/demo OUT=results/demo
+
+tables: setup
+	$(PY) -m hardsamples.tables runs=$(RUNS) out=$(OUT) source=$(SOURCE) $(ARGS)
+
+bench: setup
+	$(PY) -m hardsamples.bench $(ARGS)
+
+clean:
+	rm -rf results/runs results/demo results/tables results/figures outputs multirun
