@@ -16,8 +16,9 @@ from hardsamples.train import run
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Tiny and fast: a 0.4M-parameter timm ResNet on synthetic 16 x 16 images, W&B off.
-TINY = ["model.name=test_resnet", "dataset=synthetic", "dataset.num_train=600", "dataset.num_test=128",
-        "dataset.native_size=16", "image_size=16", "batch_size=64", "epochs=3", "logger.wandb.mode=disabled"]
+TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=3", "logger.wandb.mode=disabled"]
+TINY_DATA = ["dataset=synthetic", "dataset.num_train=600", "dataset.num_test=128", "dataset.native_size=16"]
+TINY = TINY_RUN + TINY_DATA
 
 
 def compose_config(overrides: list[str]):
@@ -25,9 +26,9 @@ def compose_config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def train_in_process(run_dir: Path, overrides: list[str]) -> str:
-    """Compose conf/ with overrides and train into run_dir; returns the run's status."""
-    return run(compose_config(TINY + overrides), Path(run_dir))
+def train_in_process(run_dir: Path, overrides: list[str], base: list[str] = TINY) -> str:
+    """Compose conf/ with base + overrides and train into run_dir; returns the run's status."""
+    return run(compose_config(base + overrides), Path(run_dir))
 
 
 def run_cli(args: list[str], cwd: Path = ROOT, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:

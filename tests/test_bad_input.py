@@ -1,0 +1,52 @@
+"""Bad input: one line naming the problem and the fix, a non-zero exit, no record claiming success."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY, TINY_RUN, run_cli, train_in_process
+from hardsamples.errors import ConfigError
+
+CASES = {
+    "delta above 1": (["delta=1.5"], r"delta=1.5 is outside \(0, 1\]: use 1.0 .* or a fraction"),
+    "delta zero": (["delta=0"], r"delta=0 is outside \(0, 1\]"),
+    "no epochs": (["epochs=0"], r"epochs=0 must be at least 1"),
+    "batch larger than the training set": (["batch_size=5000"],
+                                           r"batch_size=5000 is larger than the 600 training samples .* pick batch_size <= 600"),
+    "unknown timm model": (["model.name=resnet_nonexistent"], r"unknown model 'resnet_nonexistent': .*model.name=<any timm model name>"),
+    "missing dataset files": (["dataset=cifar10", "data_dir=/nonexistent"],
+                              r"cifar10 files not found under /nonexistent/cifar-10-batches-py .*DATA_DIR.*download=true"),
+}
+
+
+@pytest.mark.parametrize("overrides,message", CASES.values(), ids=CASES.keys())
+def test_bad_input_raises_one_clear_line_and_writes_no_record(tmp_path, overrides, message):
+    base = TINY_RUN if any(o.startswith("dataset=") for o in overrides) else TINY
+    with pytest.raises(ConfigError, match=message) as err:
+        train_in_process(tmp_path, overrides, base)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["delta=1.5"], "error: delta=1.5 is outside (0, 1]"),
+    (["dataset=imagenet"], "error: unknown dataset 'imagenet': choose one of cifar10, cifar100, digits, stl10, synthetic"),
+    (["model=vgg"], "error: unknown model 'vgg': choose one of"),
+    (["dataset=stl10", "data_dir=/nonexistent"], "error: stl10 files not found under /nonexistent/stl10_binary"),
+], ids=["delta", "dataset group", "model group", "missing files"])
+def test_cli_prints_one_line_and_exits_2(tmp_path, args, message):
+    base = TINY_RUN if any(a.startswith("dataset=") for a in args) else TINY
+    result = run_cli([*base, *args, f"hydra.run.dir={tmp_path}"])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    record = tmp_path / "run.json"
+    assert not record.exists() or json.loads(record.read_text())["status"] != "finished"
+
+
+def test_a_different_config_in_an_existing_run_directory_is_refused(tmp_path):
+    assert train_in_process(tmp_path, ["epochs=1"]) == "finished"
+    with pytest.raises(ConfigError, match="holds a run with a different config: pass run_name="):
+        train_in_process(tmp_path, ["epochs=1", "optimizer.lr=0.1"])

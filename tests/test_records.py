@@ -1,0 +1,60 @@
+"""The run record: what run.json and the CSVs hold, divergence, and the W&B mirror in offline mode."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import read_metrics, train_in_process
+from hardsamples.records import METRIC_COLUMNS, TRACE_COLUMNS
+
+
+def test_a_finished_run_writes_the_documented_record(tmp_path):
+    assert train_in_process(tmp_path, ["delta=0.5", "record.trace=true"]) == "finished"
+    header = json.loads((tmp_path / "run.json").read_text())
+    for key in ("model", "dataset", "method", "delta", "seed", "fidelity", "num_batches", "k", "update_budget",
+                "versions", "git_commit", "config", "run_id", "started_at", "finished_at"):
+        assert key in header, key
+    assert (header["status"], header["error"], header["method"]) == ("finished", None, "hard_batches")
+    assert header["config"]["optimizer"]["lr"] == 0.005 and header["fidelity"] == "paper_code"
+    assert list(read_metrics(tmp_path).columns) == METRIC_COLUMNS
+    assert list(pd.read_csv(tmp_path / "trace.csv").columns) == TRACE_COLUMNS
+    batches = pd.read_csv(tmp_path / "batch_accuracy.csv")
+    # paper_code: the final model's accuracy on each full batch of 64 (the last partial batch dropped).
+    assert set(batches["split"]) == {"train", "test"} and (batches["samples"] == 64).all()
+    assert len(batches.query("split == 'test'")) == 128 // 64
+    assert not list(tmp_path.glob(".*.tmp*")) and not list(tmp_path.glob(".run.json.*"))
+
+
+def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_path):
+    train_in_process(tmp_path / "paper", ["epochs=1"])
+    train_in_process(tmp_path / "clean", ["epochs=1", "fidelity=clean"])
+    for protocol in ("paper", "clean"):
+        final = read_metrics(tmp_path / protocol).iloc[-1]
+        batches = pd.read_csv(tmp_path / protocol / "batch_accuracy.csv").query("split == 'test'")
+        if protocol == "paper":  # the mean of per-batch accuracies, full batches only
+            assert final["test_top1"] == pytest.approx(batches["top1"].mean())
+        else:  # every sample, weighted by batch size
+            assert batches["samples"].sum() == 128
+            assert final["test_top1"] == pytest.approx((batches["top1"] * batches["samples"]).sum() / 128)
+
+
+def test_a_nan_loss_ends_the_run_as_diverged_with_a_message(tmp_path):
+    assert train_in_process(tmp_path, ["optimizer.lr=1e12"]) == "diverged"
+    header = json.loads((tmp_path / "run.json").read_text())
+    assert header["status"] == "diverged"
+    assert "training loss became" in header["error"] and "lower optimizer.lr" in header["error"]
+    assert len(read_metrics(tmp_path)) >= 1
+
+
+def test_wandb_offline_mirrors_the_run_without_a_server(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in: auto means offline
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert train_in_process(tmp_path, ["epochs=1", "logger.wandb.mode=auto"]) == "finished"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "an offline W&B run file to sync later"
+    run_id = json.loads((tmp_path / "run.json").read_text())["run_id"]
+    assert runs[0].name.endswith(run_id)
