@@ -5,6 +5,10 @@
 
 A run finds its own directory (results/runs/<sweep>/<run name>): a finished run is skipped, an
 interrupted one resumes from its last checkpoint, and anything else starts fresh.
+
+    python -m hardsamples.train -m --config-dir sweeps --config-name demo   # a grid (make sweep)
+
+In a sweep (-m) one run's failure is recorded and the other runs go on; see `sweep_job`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hardsamples import records
@@ -25,6 +30,7 @@ from hardsamples.cli import check_group_choices
 from hardsamples.data import eval_subset, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.evaluate import EvalSettings, evaluate
+from hardsamples.launch import JobNote, claim_gpu
 from hardsamples.loop import Stopwatch, UpdateLoop, mean_segment_loss, segments_to_trace
 from hardsamples.models import build_model
 from hardsamples.records import RunRecord
@@ -95,6 +101,7 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
     checkpoint = record.checkpoint_path
     if old and checkpoint.exists():
         stopwatch = resume(loop, record, records.load_checkpoint(checkpoint))
+        record.header["resumed_from"].append(loop.state.updates)
         log.info("%s: resuming at update %d of %d", run_dir, loop.state.updates, loop.budget)
     record.set_status("running", error=None)
     mirror = WandbMirror(cfg.logger.wandb, header["config"], run_dir, header["run_id"])
@@ -134,8 +141,8 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         if cfg.record.checkpoint:
             records.save_checkpoint(record.checkpoint_path, checkpoint_state(loop, record, stopwatch))
         mirror.log_interval(row)
-        log.info("interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
-                 interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss, test.top1,
+        log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
+                 cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss, test.top1,
                  row["seconds"])
     if train is None:  # resumed after the last interval was recorded but before the run was closed
         train = evaluate(loop.model, data, train_images, train_labels, settings)
@@ -178,6 +185,7 @@ def run_header(cfg, loop: UpdateLoop, data, runtime, old: dict | None) -> dict:
         "num_classes": data.num_classes, "device": str(runtime.device), "precision": runtime.precision,
         "versions": records.versions(), "git_commit": records.git_commit(),
         "started_at": old["started_at"] if old else now(), "finished_at": None,
+        "resumed_from": old.get("resumed_from", []) if old else [],  # the update count at each resume
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -218,11 +226,57 @@ def now() -> str:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="config")
 def hydra_main(cfg: DictConfig) -> str:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return sweep_job(cfg, run_dir, int(hydra_cfg.job.num))
     try:
-        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return run(cfg, run_dir)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
+    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed).
+
+    A failure is written to job.json and returned, never raised: in Hydra 1.3 a job that raises makes
+    the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
+    and SystemExit still end the job (a SLURM pre-emption exits this way, and is requeued by submitit).
+    """
+    gpu = claim_gpu(job_num)
+    if gpu is not None:
+        log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
+    note = JobNote(run_dir, job_num)
+    try:
+        before = read_record(run_dir)
+        status = run(cfg, run_dir)
+    except Exception as err:
+        if isinstance(err, ConfigError):
+            log.error("%s failed: %s", cfg.run_name, err)
+        else:
+            log.exception("%s failed", cfg.run_name)
+        note.close("failed", f"{type(err).__name__}: {err}")
+        return "failed"
+    after = read_record(run_dir)
+    outcome = job_outcome(before, after, status)
+    note.close(outcome, after.get("error"))
+    return outcome
+
+
+def read_record(run_dir: Path) -> dict | None:
+    path = run_dir / "run.json"
+    return records.read_json(path) if path.exists() else None
+
+
+def job_outcome(before: dict | None, after: dict, status: str) -> str:
+    """What a job did, from the run record before and after it: a run already over is skipped."""
+    if before and before["status"] in ("finished", "diverged"):
+        return "skipped"
+    resumes_before = len(before.get("resumed_from", [])) if before else 0
+    if status == "finished" and len(after.get("resumed_from", [])) > resumes_before:
+        return "resumed"
+    return status
 
 
 def main() -> None:

@@ -1,0 +1,53 @@
+"""The end of a sweep in a few lines: what each job did, and a failing exit status if any run failed.
+
+A Hydra callback (conf/config.yaml, hydra.callbacks). Every sweep job leaves job.json in its run
+directory with a fresh attempt id (hardsamples.launch.JobNote); the callback notes the attempt ids
+already there when the sweep starts, so at the end the new ones are exactly this sweep's jobs, on
+whatever machines the launcher put them. It runs in the process that launched the sweep.
+
+    sweep results/runs/demo: 12 jobs in 2m05s: 9 finished, 1 resumed, 2 skipped, 0 diverged, 0 failed
+      failed    test_resnet-digits-hard_batches-d1.5-s0: ConfigError: delta=1.5 is outside (0, 1]: ...
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from hardsamples.launch import read_job_notes
+
+OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.earlier: dict[Path, str] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.perf_counter()
+        self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        notes = {d: note for d, note in read_job_notes(config.hydra.sweep.dir).items()
+                 if note.get("attempt") != self.earlier.get(d)}
+        print(summary_text(Path(config.hydra.sweep.dir), notes, time.perf_counter() - self.started), flush=True)
+        if any(note.get("outcome") == "failed" for note in notes.values()):
+            sys.exit(1)  # SystemExit passes through Hydra's callback and error handlers: the sweep fails
+
+
+def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
+    counts = {outcome: 0 for outcome in OUTCOMES}
+    for note in notes.values():
+        counts[note.get("outcome") if note.get("outcome") in counts else "failed"] += 1
+    minutes, secs = divmod(round(seconds), 60)
+    lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
+             + ", ".join(f"{n} {outcome}" for outcome, n in counts.items())]
+    for run_dir, note in sorted(notes.items()):
+        if note.get("outcome") in ("diverged", "failed"):
+            lines.append(f"  {note['outcome']:<9} {run_dir.name}: {note.get('error')}")
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""Sweeps through Hydra multirun: every launcher, safe reruns, a failing job, GPU claims, the sweep files.
+
+The sweeps run the real CLI in a temporary directory (results/runs/<sweep>/ lands there), with the
+demo grid narrowed by overrides to two tiny jobs. OMP_NUM_THREADS=1 keeps each process to one
+thread: on a busy 2-core machine two OpenMP threads per process are several times slower.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from conftest import CONF, ROOT, TINY, run_cli
+from hardsamples import launch
+
+SWEEPS = ROOT / "sweeps"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TWO_JOBS = ["epochs=2", "delta=1.0,0.5", "seed=0"]
+
+
+def sweep(cwd: Path, *args: str, env: dict | None = None):
+    return run_cli(["-m", "--config-dir", str(SWEEPS), "--config-name", "demo", *TINY, *args],
+                   cwd=cwd, env={**ONE_THREAD, **(env or {})})
+
+
+def run_dirs(cwd: Path, sweep_name: str) -> dict[str, Path]:
+    return {p.name: p for p in sorted((cwd / "results" / "runs" / sweep_name).iterdir())
+            if p.is_dir() and not p.name.startswith(".")}
+
+
+def output(result) -> str:
+    return result.stdout + result.stderr
+
+
+def summary_line(result) -> str:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("sweep ")]
+    assert lines, result.stdout[-2000:] + result.stderr[-2000:]
+    return lines[-1]
+
+
+def assert_finished(run_dir: Path, epochs: int) -> None:
+    header = json.loads((run_dir / "run.json").read_text())
+    assert header["status"] == "finished", header["error"]
+    assert header["sweep"] == run_dir.parent.name and header["config"]["logger"]["wandb"]["group"] == run_dir.parent.name
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == epochs
+
+
+BASIC_JOBS = ["epochs=2", "delta=1.5,1.0,0.5", "seed=0", "sweep_name=basic"]
+FAILED = "test_resnet-synthetic-hard_batches-d1.5-s0"
+FINISHED = ["test_resnet-synthetic-hard_batches-d0.5-s0", "test_resnet-synthetic-hard_batches-d1.0-s0"]
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory):
+    """Three jobs one after another; the first fails (delta 1.5 is out of range), the other two must still run."""
+    cwd = tmp_path_factory.mktemp("basic")
+    return cwd, sweep(cwd, *BASIC_JOBS)
+
+
+def test_basic_launcher_runs_each_job_to_a_finished_record(basic_sweep):
+    cwd, result = basic_sweep
+    runs = run_dirs(cwd, "basic")
+    assert sorted(runs) == sorted([FAILED, *FINISHED])
+    for name in FINISHED:
+        assert_finished(runs[name], epochs=2)
+        assert json.loads((runs[name] / "job.json").read_text())["outcome"] == "finished"
+    assert output(result).count("interval 2/2") == 2  # one progress line per interval and run
+
+
+def test_a_failing_job_leaves_the_others_running_and_the_sweep_exits_non_zero(basic_sweep):
+    cwd, result = basic_sweep
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert summary_line(result).startswith("sweep results/runs/basic: 3 jobs in ")
+    assert summary_line(result).endswith(": 2 finished, 0 resumed, 0 skipped, 0 diverged, 1 failed")
+    assert f"failed    {FAILED}: ConfigError: delta=1.5 is outside (0, 1]" in result.stdout
+    failed = json.loads((run_dirs(cwd, "basic")[FAILED] / "job.json").read_text())
+    assert failed["outcome"] == "failed" and failed["error"].startswith("ConfigError: delta=1.5")
+    assert failed["job_num"] == 0  # the first job failed and the next two still ran
+
+
+def test_rerunning_a_finished_sweep_trains_nothing_and_adds_no_rows(basic_sweep):
+    cwd, _ = basic_sweep
+    runs = run_dirs(cwd, "basic")
+    before = {name: {f.name: f.read_bytes() for f in d.iterdir() if f.suffix in (".csv", ".pt")}
+              for name, d in runs.items()}
+    result = sweep(cwd, *BASIC_JOBS)
+    assert result.returncode == 1, result.stderr[-3000:]  # the bad grid point fails again
+    assert summary_line(result).endswith(": 0 finished, 0 resumed, 2 skipped, 0 diverged, 1 failed")
+    assert "interval" not in output(result) and "already finished, nothing to do" in output(result)
+    for name, d in runs.items():
+        assert {f.name: f.read_bytes() for f in d.iterdir() if f.suffix in (".csv", ".pt")} == before[name]
+    for name in FINISHED:
+        assert json.loads((runs[name] / "run.json").read_text())["resumed_from"] == []
+
+
+def test_joblib_launcher_runs_jobs_in_worker_processes_each_with_its_own_gpu(tmp_path):
+    # Two GPUs named but none present: each worker claims one (the job then runs on the CPU).
+    result = sweep(tmp_path, *TWO_JOBS, "sweep_name=joblib", "launcher=joblib", "hydra.launcher.n_jobs=2",
+                   env={"CUDA_VISIBLE_DEVICES": "0,1", "HARDSAMPLES_GPU_LOCKS": str(tmp_path / "locks")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in output(result)
+    assert "2 finished" in summary_line(result)
+    notes = []
+    for run_dir in run_dirs(tmp_path, "joblib").values():
+        assert_finished(run_dir, epochs=2)
+        notes.append(json.loads((run_dir / "job.json").read_text()))
+    assert all(note["cuda_visible_devices"] in ("0", "1") for note in notes)
+    if notes[0]["pid"] != notes[1]["pid"]:  # two workers hold two different GPUs
+        assert notes[0]["cuda_visible_devices"] != notes[1]["cuda_visible_devices"]
+
+
+def test_submitit_local_launcher_runs_jobs_as_submitit_jobs(tmp_path):
+    result = sweep(tmp_path, *TWO_JOBS, "sweep_name=submitit", "launcher=submitit_local")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 finished" in summary_line(result)
+    for run_dir in run_dirs(tmp_path, "submitit").values():
+        assert_finished(run_dir, epochs=2)
+    assert list((tmp_path / "results/runs/submitit/.submitit").glob("*/*_result.pkl"))
+
+
+def compose_sweep(name: str, overrides: list[str]):
+    """As `--config-dir sweeps --config-name <name>` composes it: a sweep file on top of conf/."""
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF}]", *overrides],
+                       return_hydra_config=True)
+
+
+def test_slurm_launcher_composes_with_its_defaults_and_overrides():
+    cfg = compose_sweep("table3", ["launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
+    assert launcher.cpus_per_task >= 1 and launcher.mem_gb >= 1 and launcher.signal_delay_s > 0
+    assert launcher.max_num_timeout > 0, "a job that hits its time limit must be requeued"
+    assert launcher.additional_parameters.requeue is True
+    assert launcher.submitit_folder == "results/runs/table3/.submitit/%j"  # job logs beside the runs
+    # The plugin accepts every key, and its jobs can be checkpointed: submitit requeues what it
+    # returns (the same job, which resumes from the run's checkpoint).
+    plugin = instantiate(launcher)
+    assert plugin.params["partition"] == "gpu" and callable(plugin.checkpoint)
+    assert cfg.sweep_name == "table3" and cfg.dataset.name == "cifar10"
+
+
+@pytest.mark.parametrize("launcher,target", [
+    ("local", "BasicLauncher"), ("joblib", "JoblibLauncher"), ("submitit_local", "LocalLauncher")])
+def test_every_launcher_choice_composes(launcher, target):
+    cfg = compose_sweep("demo", [f"launcher={launcher}"])
+    assert cfg.hydra.launcher._target_.endswith(target)
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "hardsamples.sweep_summary.SweepSummary"
+
+
+@pytest.mark.parametrize("name,dataset,runs", [
+    ("demo", "digits", 12), ("table3", "cifar10", 60), ("table4", "cifar100", 60), ("table5", "stl10", 60),
+    ("timing", "cifar10", 4)])
+def test_sweep_files_hold_the_paper_grids(name, dataset, runs):
+    cfg = compose_sweep(name, [])
+    params = cfg.hydra.sweeper.params
+    assert cfg.sweep_name == name and cfg.dataset.name == dataset
+    assert cfg.hydra.sweep.dir == f"results/runs/{name}" and cfg.hydra.sweep.subdir == cfg.run_name
+    assert [float(d) for d in params.delta.split(",")] == [1.0, 0.8, 0.5, 0.2]
+    assert math.prod(len(str(values).split(",")) for values in params.values()) == runs
+    if name.startswith("table"):
+        assert params.model.split(",") == ["resnet18", "resnet50", "efficientnet_b4", "efficientnetv2_s",
+                                           "mobilenetv3_small_100"]
+        assert (cfg.epochs, cfg.batch_size, cfg.image_size, cfg.fidelity.name) == (100, 512, 128, "paper_code")
+        assert params.seed == "0,1,2"
+
+
+def test_timing_sweep_runs_on_synthetic_images_in_cifar10_shape():
+    cfg = compose_sweep("timing", ["dataset=synthetic"])
+    assert cfg.model.name == "resnet18" and (cfg.batch_size, cfg.image_size) == (512, 128)
+    assert (cfg.dataset.num_train, cfg.dataset.num_test, cfg.dataset.num_classes) == (50000, 10000, 10)
+    assert (cfg.dataset.native_size, cfg.dataset.channels) == (32, 3)
+    assert 200 <= cfg.epochs * (50000 // 512) <= 500  # a few hundred updates per delta
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    monkeypatch.setenv("HARDSAMPLES_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setattr(launch, "_claimed_lock", None)
+    yield tmp_path
+    if launch._claimed_lock is not None:
+        launch._claimed_lock.close()
+
+
+def test_a_job_claims_the_first_free_gpu_from_its_job_number(fake_gpus):
+    held = open(fake_gpus / "gpu-1.lock", "w")  # another process holds GPU 1
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert launch.claim_gpu(job_num=4) == "2"  # 4 mod 3 = 1 is held: the next one
+    assert launch.os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert launch.claim_gpu(job_num=0) is None  # the process keeps its GPU for later jobs
+    held.close()
+
+
+def test_one_visible_gpu_is_left_alone(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setattr(launch, "_claimed_lock", None)
+    assert launch.claim_gpu(job_num=5) is None and launch.os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert launch.gpu_count_or(2) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert launch.gpu_count_or(2) == 2
