@@ -10,6 +10,11 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -116,13 +121,28 @@ def test_joblib_launcher_runs_jobs_in_worker_processes_each_with_its_own_gpu(tmp
         assert notes[0]["cuda_visible_devices"] != notes[1]["cuda_visible_devices"]
 
 
-def test_submitit_local_launcher_runs_jobs_as_submitit_jobs(tmp_path):
-    result = sweep(tmp_path, *TWO_JOBS, "sweep_name=submitit", "launcher=submitit_local")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 finished" in summary_line(result)
+def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp_path):
+    """The SLURM path without a cluster: submitit's local executor handles USR2 as SLURM does (the
+    pre-emption and time-limit warning): it calls the launcher's checkpoint(), requeues the job, and
+    the job resumes from the run's last checkpoint."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hardsamples.train", "-m", "--config-dir", str(SWEEPS), "--config-name", "demo", *TINY,
+         "epochs=4", "delta=1.0,0.5", "seed=0", "sweep_name=submitit", "launcher=submitit_local"],
+        cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = tmp_path / "results/runs/submitit/test_resnet-synthetic-hard_batches-d0.5-s0"
+    deadline = time.monotonic() + 240
+    while not (victim / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    os.kill(json.loads((victim / "job.json").read_text())["pid"], signal.SIGUSR2)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "1 finished, 1 resumed, 0 skipped, 0 diverged, 0 failed" in out
     for run_dir in run_dirs(tmp_path, "submitit").values():
-        assert_finished(run_dir, epochs=2)
-    assert list((tmp_path / "results/runs/submitit/.submitit").glob("*/*_result.pkl"))
+        assert_finished(run_dir, epochs=4)
+    assert json.loads((victim / "run.json").read_text())["resumed_from"] != []
+    log = "".join(p.read_text() for p in (tmp_path / "results/runs/submitit/.submitit").glob("*/*_log.out"))
+    assert "this job is preempted" in log and "Requeued job" in log
 
 
 def compose_sweep(name: str, overrides: list[str]):
@@ -139,13 +159,40 @@ def test_slurm_launcher_composes_with_its_defaults_and_overrides():
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
     assert launcher.cpus_per_task >= 1 and launcher.mem_gb >= 1 and launcher.signal_delay_s > 0
     assert launcher.max_num_timeout > 0, "a job that hits its time limit must be requeued"
-    assert launcher.additional_parameters.requeue is True
     assert launcher.submitit_folder == "results/runs/table3/.submitit/%j"  # job logs beside the runs
-    # The plugin accepts every key, and its jobs can be checkpointed: submitit requeues what it
-    # returns (the same job, which resumes from the run's checkpoint).
-    plugin = instantiate(launcher)
-    assert plugin.params["partition"] == "gpu" and callable(plugin.checkpoint)
     assert cfg.sweep_name == "table3" and cfg.dataset.name == "cifar10"
+
+
+class Submitted(Exception):
+    pass
+
+
+def test_slurm_launcher_writes_the_sbatch_script_we_mean(tmp_path, monkeypatch):
+    """No cluster here: the plugin runs up to the point where it would call sbatch, and the script
+    it would submit is checked."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    scripts = []
+
+    def capture(executor, command):
+        scripts.append(executor._make_submission_file_text(command, "uid"))
+        raise Submitted
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were there
+    monkeypatch.setattr(SlurmExecutor, "_submit_command", capture)
+    cfg = compose_sweep("table3", ["launcher=slurm", "hydra.launcher.partition=gpu"])
+    plugin = instantiate(cfg.hydra.launcher)
+    plugin.config = cfg
+    with pytest.raises(Submitted):
+        plugin.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
+    script = scripts[0]
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=720", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "#SBATCH --requeue",
+                 "#SBATCH --signal=USR2@120", "#SBATCH --array=0-1%2", "#SBATCH --job-name=table3"):
+        assert line in script, line
+    # submitit calls the launcher's checkpoint() on USR2 and requeues what it returns: the same job.
+    assert callable(plugin.checkpoint)
 
 
 @pytest.mark.parametrize("launcher,target", [

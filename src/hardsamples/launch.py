@@ -9,8 +9,9 @@ runs, a dead worker frees it, and two sweeps on one machine do not pile onto GPU
 is held the job shares the one its job number points at. Under SLURM the job sees only the GPUs it
 was allocated, so with one GPU per job there is nothing to claim.
 
-Each sweep job leaves `job.json` in its run directory: what this attempt did (finished, resumed,
-skipped, diverged, failed), any error, where it ran. The sweep summary reads these.
+Each sweep job leaves `job.json` in its run directory: what this attempt did (running while it runs,
+then finished, resumed, skipped, diverged or failed), any error, and where it ran (host, pid, GPU).
+The sweep summary reads these.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def claim_gpu(job_num: int) -> str | None:
 
 
 class JobNote:
-    """`job.json`: one sweep job's attempt at a run, written when the job ends."""
+    """`job.json`: one sweep job's attempt at a run, written when the job starts and when it ends."""
 
     def __init__(self, run_dir: Path, job_num: int):
         self.path = Path(run_dir) / "job.json"
@@ -88,6 +89,7 @@ class JobNote:
                        "host": socket.gethostname(), "pid": os.getpid(),
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "started_at": time.time(), "ended_at": None}
+        records.write_json(self.path, {**self.fields, "outcome": "running"})
 
     def close(self, outcome: str, error: str | None = None) -> None:
         self.fields.update(outcome=outcome, error=error, ended_at=time.time())
