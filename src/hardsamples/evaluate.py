@@ -2,8 +2,9 @@
 
 paper_code: BatchNorm keeps batch statistics (the authors never call model.eval()), forward passes
 in batches of the training batch size, metrics the mean of per-batch values, last partial batch
-dropped. clean: eval mode, exact sample-weighted metrics over every sample. Both compute per-sample
-losses and hits on the device and read them back once.
+dropped. clean: eval mode under inference_mode, forward passes in batches of eval.batch_size, exact
+sample-weighted metrics over every sample. Both compute per-sample losses and hits on the device and
+read them back once.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ def evaluate(model: torch.nn.Module, data: DeviceData, images: torch.Tensor, lab
     losses = torch.empty(n, device=labels.device)
     hits = torch.empty(n, device=labels.device)
     was_training = model.training
-    model.train(settings.batchnorm == "train")
-    # no_grad rather than inference_mode: BatchNorm in training mode updates its running buffers.
-    with torch.no_grad(), settings.autocast():
+    batch_statistics = settings.batchnorm == "train"
+    model.train(batch_statistics)
+    # paper_code: no_grad, since BatchNorm in training mode updates its running buffers, and a buffer
+    # written under inference_mode could not be used by autograd afterwards. clean (eval mode) writes
+    # nothing to the model, so it takes inference_mode: no version counters, no view tracking.
+    grad_off = torch.no_grad() if batch_statistics else torch.inference_mode()
+    with grad_off, settings.autocast():
         for start in range(0, n, settings.forward_batch_size):
             stop = min(n, start + settings.forward_batch_size)
             x = data.normalise(images[start:stop]).contiguous(memory_format=settings.memory_format)

@@ -94,15 +94,22 @@ class UpdateLoop:
         losses = torch.empty(self.num_batches, device=self.batches.device)
         with torch.no_grad(), frozen_batchnorm_statistics(self.model), self.autocast():
             for i in range(self.num_batches):
-                x = self.data.normalise(self.data.train_images[self.batches[i]]).contiguous(memory_format=self.memory_format)
-                logits = self.forward(x)
-                losses[i] = F.cross_entropy(logits.float(), self.data.train_labels[self.batches[i]])
+                x, y = self.stage(self.batches[i])
+                losses[i] = F.cross_entropy(self.forward(x).float(), y)
         self.state.extra_forward_passes += self.num_batches
         return losses
 
-    def update(self, sample_ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, int]:
+    def stage(self, sample_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch's model input and labels: a gather from the device-resident images, normalised there.
+
+        The images are stored in the model's memory format (data.to_device), so the layout call copies
+        nothing unless they are not.
+        """
         x = self.data.normalise(self.data.train_images[sample_ids]).contiguous(memory_format=self.memory_format)
-        y = self.data.train_labels[sample_ids]
+        return x, self.data.train_labels[sample_ids]
+
+    def update(self, sample_ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, int]:
+        x, y = self.stage(sample_ids)
         with self.autocast():
             logits = self.forward(x)
         per_sample = F.cross_entropy(logits.float(), y, reduction="none")
