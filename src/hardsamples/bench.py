@@ -1,0 +1,481 @@
+"""`make bench`: what one update costs, measured in one process, variants interleaved, medians of repeats.
+
+Five parts, one table, printed and written to results/bench/<device>.csv:
+  1. per-update time of delta = 0.2 over delta = 1.0, each model (target <= 1.02): choosing hard
+     batches is a sort on the device once per round, nothing per update;
+  2. an update inside the real loop over a bare forward + backward + optimizer step on a pre-staged
+     batch of the same shape and precision (target <= 1.10): what the gather, the normalisation and
+     the loop's bookkeeping cost; with compile=true also the loop under torch.compile, and the
+     compilation time apart;
+  3. the project's loop against the authors' pipeline (bench_authors.py), the paper's Table 1 beside;
+  4. images per second and model FLOP utilisation, each model;
+  5. evaluation and checkpoint time per interval against training time, and the device-hours that
+     Tables 3-5 (five models, three datasets, four deltas, three seeds, E = 100) would take.
+
+Every variant runs as a window of whole intervals (or whole evaluations), the windows of one model
+one after another in a rotating order, `repeats` times; a ratio is the median of the ratios within
+a repeat, so drift in a shared machine's speed cancels. On CUDA a window is wall-clock time and the
+host waits for the device only at its edges; on a CPU it is this process's CPU time on one thread,
+which other processes sharing the machine do not inflate (a checkpoint, waiting on the disk, is
+wall-clock everywhere).
+
+    python -m hardsamples.bench [profile=cpu|full] [key=value ...]    # conf/bench.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tabulate import tabulate
+
+from hardsamples import records
+from hardsamples.bench_authors import AuthorsTraining, authors_loader
+from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
+from hardsamples.evaluate import EvalSettings, evaluate
+from hardsamples.train import eval_settings
+from hardsamples.loop import UpdateLoop
+from hardsamples.models import build_model, count_flops
+from hardsamples.runtime import Runtime, make_runtime
+from hardsamples.selection import build_policy
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "bench.yaml"
+COLUMNS = ["device", "profile", "image_size", "batch_size", "part", "model", "metric", "value", "unit",
+           "target", "detail"]
+# Table 1 of the paper: seconds per iteration, ResNet-18 on CIFAR-10 at 128 x 128, batch 512, an A100.
+PAPER_SECONDS = {1.0: 0.0310, 0.2: 0.0996}
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s; first match wins.
+GPU_PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
+                   ("GH200", 989.4), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0)]
+DELTA = 0.2
+NUM_CLASSES = 10
+
+
+def load_settings(argv: list[str]) -> DictConfig:
+    """conf/bench.yaml, its profile's keys lifted to the top, then key=value overrides."""
+    base = OmegaConf.load(CONF)
+    overrides = OmegaConf.from_dotlist(list(argv))
+    name = overrides.get("profile", base.profile)
+    if name == "auto":
+        on_cuda = torch.cuda.is_available() and str(overrides.get("device", base.device)).startswith(("auto", "cuda"))
+        name = "full" if on_cuda else "cpu"
+    if name not in base.profiles:
+        raise SystemExit(f"error: unknown bench profile '{name}': use one of auto, {', '.join(base.profiles)}")
+    top = OmegaConf.masked_copy(base, [k for k in base if k != "profiles"])
+    settings = OmegaConf.merge(top, base.profiles[name], overrides)
+    settings.profile = name
+    return settings
+
+
+@dataclass
+class Window:
+    """One variant to time: `run` does the work and returns how many units (updates, images) it did."""
+
+    run: Callable[[], int]
+    warm_up: Callable[[], int] | None = None  # the first call, timed apart (round 0, compilation, autotuning)
+    wall_clock: bool = False  # time waiting too (a checkpoint's fsync), whatever the bench's clock
+
+
+def interleaved(windows: dict[str, Window], repeats: int, sync: Callable[[], None], clock: Callable[[], float]):
+    """Seconds per unit of each window in each repeat, run round-robin with the order rotating.
+
+    Returns (per-unit seconds: name -> one value per repeat, warm-up seconds: name -> seconds). Warm-up
+    is wall-clock: compilation runs partly in other processes, and it is time a run waits for.
+    """
+    def timed(work: Callable[[], int], now: Callable[[], float]) -> tuple[float, int]:
+        sync()
+        start = now()
+        units = work()
+        sync()
+        return now() - start, units
+
+    warm = {name: timed(window.warm_up or window.run, time.perf_counter)[0] for name, window in windows.items()}
+    names = list(windows)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds, units = timed(windows[name].run, time.perf_counter if windows[name].wall_clock else clock)
+            times[name].append(seconds / units)
+    return times, warm
+
+
+def synthetic(num_train: int, native_size: int) -> HostData:
+    """conf/dataset/synthetic.yaml's images (RGB, 10 classes) at a given count and native size."""
+    return make_synthetic(OmegaConf.create({
+        "num_train": num_train, "num_test": num_train, "num_classes": NUM_CLASSES, "native_size": native_size,
+        "channels": 3, "hard_fraction": 0.1, "noise": 0.25, "generator_seed": 0}))
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """Median, min and max of the within-repeat ratios."""
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return median(ratios), min(ratios), max(ratios)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.3g} us"
+
+
+class Bench:
+    """The data, the runtime and the rows of one `make bench`."""
+
+    def __init__(self, s: DictConfig):
+        self.s = s
+        self.runtime: Runtime = make_runtime(OmegaConf.create(
+            {"device": s.device, "precision": "auto", "channels_last": "auto"}))
+        self.cuda = self.runtime.device.type == "cuda"
+        # CUDA: wall-clock, the host waiting for the device at each window's edges. CPU: this process's
+        # CPU time, which other processes on a shared machine do not inflate (the bench runs on one
+        # thread there, the authors' DataLoader in-process), so ratios hold under load.
+        self.clock = time.perf_counter if self.cuda else time.process_time
+        self.num_samples = s.num_batches * s.batch_size
+        self.data = to_device(synthetic(self.num_samples, s.native_size), s.image_size, "imagenet",
+                              self.runtime.device, self.runtime.memory_format)
+        self.batches = make_fixed_batches(self.num_samples, s.batch_size, drop_last=True, partition="dataset_order",
+                                          seed=0, device=self.runtime.device)
+        self.device_name = device_name(self.runtime.device)
+        self.rows: list[dict] = []
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def add(self, part: int, model: str, metric: str, value: float, unit: str, target: str = "", detail: str = ""):
+        self.rows.append({"device": self.device_name, "profile": self.s.profile, "image_size": self.s.image_size,
+                          "batch_size": self.s.batch_size, "part": part, "model": model, "metric": metric,
+                          "value": value, "unit": unit, "target": target, "detail": detail})
+
+    def model_and_optimizer(self, name: str):
+        torch.manual_seed(0)
+        model = build_model(name, NUM_CLASSES, 3).to(self.runtime.device, memory_format=self.runtime.memory_format)
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.s.lr, momentum=self.s.momentum,
+                                    **self.runtime.optimizer_kwargs())
+        return model, optimizer
+
+    def loop(self, model, optimizer, delta: float, data=None) -> UpdateLoop:
+        """The project's loop with an update budget that never runs out; the method's own defaults."""
+        method = OmegaConf.load(CONF.parent / "method" / "hard_batches.yaml")
+        policy = build_policy(OmegaConf.create({"method": method, "delta": delta}), self.s.num_batches,
+                              self.runtime.device)
+        return UpdateLoop(model, optimizer, policy, self.data if data is None else data, self.batches, 10**9,
+                          self.runtime.autocast, self.runtime.memory_format)
+
+    def interval_window(self, loop: UpdateLoop) -> Window:
+        def run() -> int:
+            loop.train_interval()
+            return loop.num_batches
+        return Window(run)
+
+    def eval_settings(self, protocol: str) -> EvalSettings:
+        """What a run under conf/fidelity/<protocol>.yaml evaluates with, at the profile's batch sizes."""
+        run_cfg = OmegaConf.create({"fidelity": fidelity(protocol), "batch_size": self.s.batch_size,
+                                    "eval": {"batch_size": self.s.eval_batch_size}})
+        return eval_settings(run_cfg, self.runtime)
+
+
+def measure_model(bench: Bench, name: str, checkpoint_dir: Path) -> dict:
+    """Parts 1, 2, 4 and 5 of one model: every variant in one interleaved measurement."""
+    s, data = bench.s, bench.data
+    flops = {size: count_flops(build_model(name, NUM_CLASSES, 3), size) for size in {s.image_size, s.projection.image_size}}
+    model, optimizer = bench.model_and_optimizer(name)
+    plain, hard = bench.loop(model, optimizer, 1.0), bench.loop(model, optimizer, DELTA)
+    x, y = plain.stage(bench.batches[0])  # staged once: the bare step reads the same batch every time
+
+    def bare_steps(steps: int = s.num_batches) -> int:
+        for _ in range(steps):
+            with bench.runtime.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return steps
+
+    def evaluation(protocol: str) -> Window:
+        settings = bench.eval_settings(protocol)
+
+        def run() -> int:
+            evaluate(model, data, data.train_images, data.train_labels, settings)
+            return bench.num_samples
+        return Window(run)
+
+    def checkpoint() -> int:  # wall-clock: writing and fsync wait on the disk
+        records.save_checkpoint(checkpoint_dir / "checkpoint.pt",
+                                {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+        return 1
+
+    windows = {"bare": Window(bare_steps, warm_up=lambda: bare_steps(1)), "d1.0": bench.interval_window(plain),
+               "d0.2": bench.interval_window(hard),
+               "eval paper_code": evaluation("paper_code"), "eval clean": evaluation("clean"),
+               "checkpoint": Window(checkpoint, wall_clock=True)}
+    if s.compile:
+        compiled = bench.loop(model, optimizer, 1.0)
+        compiled.forward = torch.compile(model)
+        windows["compiled"] = bench.interval_window(compiled)
+    times, warm = interleaved(windows, s.repeats, bench.sync, bench.clock)
+    return {"name": name, "times": times, "warm": warm, "flops": flops, **loop_work(bench, hard)}
+
+
+def loop_work(bench: Bench, loop: UpdateLoop, calls: int = 100) -> dict:
+    """The loop's own work, timed alone over many calls: the part of an update that parts 1 and 2 can
+    only resolve as a ratio of two noisy totals.
+
+    selection: one round's choice (the sort of the stored losses, the k hardest, index order) and the
+    store of its k losses; staging: one batch's gather, normalisation and layout (UpdateLoop.stage).
+    """
+    policy, device = loop.policy, bench.runtime.device
+
+    def select() -> None:
+        ids = policy.next_round()
+        policy.observe(ids, torch.zeros(ids.shape[0], device=device))
+
+    def stage() -> None:
+        loop.stage(bench.batches[1])
+
+    seconds = {}
+    for name, fn in (("selection", select), ("staging", stage)):
+        def block() -> int:
+            for _ in range(calls):
+                fn()
+            return calls
+        times, _ = interleaved({name: Window(block)}, 3, bench.sync, bench.clock)
+        seconds[name] = median(times[name])
+    return {"selection_per_round": seconds["selection"], "staging_per_update": seconds["staging"],
+            "k": policy.round_size}
+
+
+def report_model(bench: Bench, m: dict, peak: float | None, peak_note: str) -> None:
+    s, t, name = bench.s, m["times"], m["name"]
+    d1, d02, bare = median(t["d1.0"]), median(t["d0.2"]), median(t["bare"])
+    mid, lo, hi = ratio(t["d0.2"], t["d1.0"])
+    selection = m["selection_per_round"] / m["k"]
+    bench.add(1, name, "per-update time, delta 0.2 / delta 1.0", mid, "x", "<= 1.02",
+              f"{ms(d02)} / {ms(d1)}; repeats {lo:.3f}-{hi:.3f}; alone, the choice of a round of k = {m['k']} "
+              f"costs {us(m['selection_per_round'])} = {100 * selection / d1:.2g}% of an update")
+    mid, lo, hi = ratio(t["d1.0"], t["bare"])
+    bench.add(2, name, "update in the loop / bare step on a staged batch", mid, "x", "<= 1.10",
+              f"{ms(d1)} / {ms(bare)}; repeats {lo:.3f}-{hi:.3f}; alone, staging a batch (gather, normalise) "
+              f"costs {us(m['staging_per_update'])} = {100 * m['staging_per_update'] / d1:.2g}% of an update")
+    if "compiled" in t:
+        compiled = median(t["compiled"])
+        mid, lo, hi = ratio(t["compiled"], t["d1.0"])
+        compile_seconds = m["warm"]["compiled"] - compiled * s.num_batches
+        bench.add(2, name, "loop under torch.compile / eager loop", mid, "x", "",
+                  f"{ms(compiled)} / {ms(d1)}; compilation {compile_seconds:.1f} s, paid once per run")
+    images_per_second = s.batch_size / d1
+    train_flops = 3 * m["flops"][s.image_size]
+    bench.add(4, name, "training images per second (loop, delta 1.0)", images_per_second, "img/s", "",
+              f"{train_flops / 1e9:.3g} GFLOP per image (3 x forward) at {s.image_size} px")
+    achieved = images_per_second * train_flops
+    bench.add(4, name, "model FLOP utilisation", 100 * achieved / peak if peak else float("nan"), "%", "",
+              f"{achieved / 1e12:.3g} TFLOP/s achieved; {peak_note}")
+    report_interval_costs(bench, m)
+
+
+def report_interval_costs(bench: Bench, m: dict) -> None:
+    """Part 5 per model: an interval of CIFAR-10 (50k train, 10k test) at the profile's batch size."""
+    s, t, name = bench.s, m["times"], m["name"]
+    n_train, n_test = s.projection.datasets.cifar10
+    train_seconds = (n_train // s.batch_size) * median(t["d1.0"])
+    for protocol in ("paper_code", "clean"):
+        subset = train_subset(protocol, n_train)
+        seconds = (subset + n_test) * median(t[f"eval {protocol}"])
+        bench.add(5, name, f"evaluation / training time per interval, {protocol}", seconds / train_seconds, "x", "",
+                  f"{seconds:.3g} s / {train_seconds:.3g} s on CIFAR-10 ({subset} train + {n_test} test samples)")
+    checkpoint = median(t["checkpoint"])
+    bench.add(5, name, "checkpoint / training time per interval", checkpoint / train_seconds, "x", "",
+              f"{checkpoint:.3g} s / {train_seconds:.3g} s (model + optimizer state, fsync)")
+
+
+def fidelity(protocol: str) -> DictConfig:
+    return OmegaConf.load(CONF.parent / "fidelity" / f"{protocol}.yaml")
+
+
+def train_subset(protocol: str, n_train: int) -> int:
+    """Training samples evaluated each interval under the protocol's default eval.train_subset."""
+    subset = fidelity(protocol).eval_train_subset
+    return n_train if subset is None else min(int(subset), n_train)
+
+
+def projection(bench: Bench, measured: list[dict]) -> None:
+    """Device-hours of Tables 3-5 from the measured per-image speeds.
+
+    A profile smaller than the paper's 128 px is scaled up by each model's FLOP ratio (the batch size
+    is not scaled): on a CPU the figure says what this device would take, not what a GPU would.
+    """
+    s, p = bench.s, bench.s.projection
+    runs_per_cell = p.deltas * p.seeds
+    scaled = s.image_size != p.image_size
+    for protocol in ("paper_code", "clean"):
+        hours = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
+        for m in measured:
+            t = m["times"]
+            scale = m["flops"][p.image_size] / m["flops"][s.image_size]
+            train_image = median(t["d1.0"]) / s.batch_size * scale
+            eval_image = median(t[f"eval {protocol}"]) * scale
+            for n_train, n_test in p.datasets.values():
+                updates = n_train // p.batch_size
+                eval_images = train_subset(protocol, n_train) + n_test
+                intervals = runs_per_cell * p.epochs
+                hours["train"] += intervals * updates * p.batch_size * train_image / 3600
+                hours["eval"] += intervals * eval_images * eval_image / 3600
+                hours["checkpoint"] += intervals * median(t["checkpoint"]) / 3600
+        total = sum(hours.values())
+        runs = len(measured) * len(p.datasets) * runs_per_cell
+        how = f"scaled from {s.image_size} px by FLOPs" if scaled else f"at {p.image_size} px"
+        bench.add(5, "all", f"device-hours for Tables 3-5, {protocol} evaluation", total, "h", "",
+                  f"{runs} runs x E={p.epochs}: train {hours['train']:.4g} h, evaluation {hours['eval']:.4g} h, "
+                  f"checkpoints {hours['checkpoint']:.3g} h; {how}, on {bench.device_name}")
+
+
+def compare_with_authors(bench: Bench, native_size: int) -> None:
+    """Part 3: per-update time of the project's loop and of the authors' pipeline, interleaved."""
+    s, name = bench.s, bench.s.paper_model
+    host = synthetic(bench.num_samples, native_size)
+    data = to_device(host, s.image_size, "imagenet", bench.runtime.device, bench.runtime.memory_format)
+    ours, optimizer = bench.model_and_optimizer(name)
+    torch.manual_seed(0)
+    theirs = build_model(name, NUM_CLASSES, 3).to(bench.runtime.device)  # float32, default layout
+    authors = AuthorsTraining(theirs, authors_loader(host.train_images, host.train_labels, s.image_size, s.batch_size),
+                              bench.runtime.device, s.lr, s.momentum)
+    windows = {"ours d1.0": bench.interval_window(bench.loop(ours, optimizer, 1.0, data)),
+               "ours d0.2": bench.interval_window(bench.loop(ours, optimizer, DELTA, data)),
+               "authors d1.0": Window(authors.epoch),
+               "authors d0.2": Window(lambda: authors.round(DELTA), warm_up=authors.first_epoch)}
+    times, _ = interleaved(windows, s.repeats, bench.sync, bench.clock)
+    shape = f"{native_size} px images resized to {s.image_size}"
+    for delta, target in ((1.0, ">= 3 (GPU)"), (DELTA, ">= 10 (GPU)")):
+        mine, theirs_t = median(times[f"ours d{delta}"]), median(times[f"authors d{delta}"])
+        mid, lo, hi = ratio(times[f"authors d{delta}"], times[f"ours d{delta}"])
+        bench.add(3, name, f"authors' pipeline / ours per update, delta {delta}", mid, "x", target,
+                  f"authors {ms(theirs_t)}, ours {ms(mine)} ({shape}); repeats {lo:.2f}-{hi:.2f}; "
+                  f"paper (A100, 128 px, batch 512): {ms(PAPER_SECONDS[delta])}")
+    own, _, _ = ratio(times["authors d0.2"], times["authors d1.0"])
+    bench.add(3, name, "authors' pipeline, delta 0.2 / delta 1.0 per update", own, "x", "",
+              f"the paper's Table 1: {PAPER_SECONDS[DELTA] / PAPER_SECONDS[1.0]:.2f}x")
+
+
+def authors_loader_floor(bench: Bench) -> None:
+    """Part 3 at the paper's size whatever the profile: the authors' loader alone, one batch of 512.
+
+    Their loop loads every batch in the main process before it trains it, and at delta < 1 loads all N
+    batches to train k: whatever the GPU, an update cannot take less than this CPU time (x N / k).
+    """
+    p = bench.s.projection
+    for dataset, native_size in (("cifar10", 32), ("stl10", 96)):
+        n_train = p.datasets[dataset][0]
+        host = synthetic(p.batch_size, native_size)
+        loader = authors_loader(host.train_images, host.train_labels, p.image_size, p.batch_size)
+
+        def load_all() -> int:
+            for _ in loader:
+                pass
+            return len(loader)
+        times, _ = interleaved({"load": Window(load_all)}, 3, bench.sync, bench.clock)
+        load = median(times["load"])
+        batches = n_train // p.batch_size
+        k = int(DELTA * batches)
+        bench.add(3, "authors' loader", f"one batch of {p.batch_size} at {p.image_size} px from {native_size} px "
+                  f"({dataset}'s shape)", load, "s", "",
+                  f"their loop waits this long before each update at delta 1.0, and N/k = {batches}/{k} times as long "
+                  f"per update at delta 0.2: {load * batches / k:.3g} s, with this CPU feeding any GPU (the paper, "
+                  f"CIFAR-10 on an A100: {PAPER_SECONDS[1.0]} s and {PAPER_SECONDS[DELTA]} s)")
+
+
+def peak_flops(bench: Bench) -> tuple[float | None, str]:
+    """The denominator of MFU: the device's dense bf16 peak, or on a CPU a measured fp32 GEMM rate."""
+    if bench.s.peak_tflops:
+        return bench.s.peak_tflops * 1e12, f"peak {bench.s.peak_tflops} TFLOP/s (peak_tflops)"
+    if bench.cuda:
+        for key, tflops in GPU_PEAK_TFLOPS:
+            if key in bench.device_name:
+                return tflops * 1e12, f"dense bf16 peak {tflops} TFLOP/s (datasheet)"
+        return None, "peak unknown for this GPU: pass peak_tflops=<dense bf16 TFLOP/s>"
+    # A CPU has no bf16 datasheet figure that fits (the runs are float32): the rate of a large fp32
+    # matrix product on the same threads, measured here, is the roofline the convolutions chase.
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def product() -> int:
+        torch.mm(a, b)
+        return 1
+    times, _ = interleaved({"gemm": Window(product)}, 5, bench.sync, bench.clock)
+    rate = 2 * n**3 / median(times["gemm"])
+    return rate, f"CPU: vs a measured fp32 {n}x{n} GEMM, {rate / 1e9:.3g} GFLOP/s on {torch.get_num_threads()} thread(s)"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    s = load_settings(sys.argv[1:] if argv is None else argv)
+    if s.threads:
+        torch.set_num_threads(int(s.threads))
+    bench = Bench(s)
+    print(f"make bench: profile {s.profile} on {bench.device_name} ({bench.runtime.precision}, "
+          f"{'channels_last' if bench.runtime.memory_format == torch.channels_last else 'NCHW'}, "
+          f"{torch.get_num_threads()} CPU thread(s)); {s.image_size} px, batch {s.batch_size}, "
+          f"N = {s.num_batches}, {s.repeats} repeats", flush=True)
+    peak, peak_note = peak_flops(bench)
+    measured = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in s.models:
+            started = time.perf_counter()
+            measured.append(measure_model(bench, name, Path(tmp)))
+            report_model(bench, measured[-1], peak, peak_note)
+            print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    for native_size in s.authors_native_sizes:
+        started = time.perf_counter()
+        compare_with_authors(bench, native_size)
+        print(f"  authors' pipeline, {native_size} px: {time.perf_counter() - started:.0f} s", flush=True)
+    started = time.perf_counter()
+    authors_loader_floor(bench)
+    print(f"  authors' loader at {s.projection.image_size} px: {time.perf_counter() - started:.0f} s", flush=True)
+    projection(bench, measured)
+    table = pd.DataFrame(bench.rows, columns=COLUMNS).sort_values("part", kind="stable")
+    print(tabulate(table[["part", "model", "metric", "value", "target", "detail"]], headers="keys",
+                   showindex=False, floatfmt=".4g", maxcolwidths=[None, None, 34, None, None, 70]))
+    out = Path(s.out_dir) / f"{slug(bench.device_name)}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.6g")
+    print(f"wrote {out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

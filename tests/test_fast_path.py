@@ -1,0 +1,156 @@
+"""The fast path against the simple one, the loop's freedom from host syncs, and `make bench`.
+
+The project's loop keeps batch ids, losses and the per-round sort on the device and never reads a
+Python value inside a round. The reference here is Algorithm 2 written the obvious way: a Python
+loop over batches, `.item()` after every update, the sort on the host. Driven with the same model,
+data and seed in float32 on the CPU, both must choose the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from conftest import TINY, compose_config, train_in_process
+from hardsamples import bench
+from hardsamples.data import load_host_data, make_fixed_batches, to_device
+from hardsamples.loop import UpdateLoop
+from hardsamples.models import build_model
+from hardsamples.runtime import make_runtime
+from hardsamples.selection import build_policy
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: two stall each other on a shared 2-core machine. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference_algorithm2(cfg) -> list[tuple[int, int, float]]:
+    """(round, batch, loss) of every update: the simple path, from the same seed, data and model."""
+    torch.manual_seed(cfg.seed)
+    host = load_host_data(cfg)
+    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, torch.device("cpu"))
+    batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
+                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=torch.device("cpu"))
+    model = build_model(cfg.model.name, data.num_classes, data.channels)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
+                                weight_decay=cfg.optimizer.weight_decay)
+    num_batches, budget = batches.shape[0], batches.shape[0] * cfg.epochs
+    k = max(1, math.floor(cfg.delta * num_batches + 1e-9))
+    stored: dict[int, float] = {}
+    trace: list[tuple[int, int, float]] = []
+
+    def train(round_index: int, b: int) -> None:
+        ids = batches[b]
+        x = (data.train_images[ids].float() / 255.0 - data.mean) / data.std
+        loss = F.cross_entropy(model(x), data.train_labels[ids])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        stored[b] = loss.item()
+        trace.append((round_index, b, stored[b]))
+
+    for b in range(num_batches):
+        train(0, b)
+    round_index = 0
+    while len(trace) < budget:
+        round_index += 1
+        hardest = sorted(stored, key=lambda b: (-stored[b], b))[:k]
+        for b in sorted(hardest) if cfg.method.round_order == "index" else hardest:
+            if len(trace) == budget:
+                break
+            train(round_index, b)
+    return trace
+
+
+@pytest.mark.parametrize("fidelity,round_order", [("paper_code", "index"), ("clean", "loss")])
+def test_trace_matches_a_simple_reference_of_algorithm_2(tmp_path, one_thread, fidelity, round_order):
+    overrides = [f"fidelity={fidelity}", f"method.round_order={round_order}", "delta=0.5", "epochs=4",
+                 "record.trace=true", "record.checkpoint=false"]
+    assert train_in_process(tmp_path, overrides) == "finished"
+    trace = pd.read_csv(tmp_path / "trace.csv")
+    header = json.loads((tmp_path / "run.json").read_text())
+    cfg = compose_config(TINY + overrides)
+    rounds, chosen, losses = zip(*reference_algorithm2(cfg))
+
+    assert len(trace) == header["update_budget"] == len(chosen)
+    assert trace["batch"].tolist() == list(chosen)
+    assert trace["round"].tolist() == list(rounds)
+    assert trace["loss"].tolist() == pytest.approx(list(losses), rel=1e-5, abs=1e-6)
+
+
+def tiny_loop(device: torch.device, delta: float) -> UpdateLoop:
+    """The project's loop, built as train.run builds it, on a small model and synthetic data."""
+    runtime = make_runtime(OmegaConf.create({"device": str(device), "precision": "auto", "channels_last": "auto"}))
+    cfg = compose_config(TINY + [f"delta={delta}"])
+    torch.manual_seed(0)
+    data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", runtime.device, runtime.memory_format)
+    batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=True, partition="dataset_order",
+                                 seed=0, device=runtime.device)
+    model = build_model(cfg.model.name, data.num_classes, data.channels).to(runtime.device,
+                                                                            memory_format=runtime.memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, **runtime.optimizer_kwargs())
+    policy = build_policy(cfg, batches.shape[0], runtime.device)
+    return UpdateLoop(model, optimizer, policy, data, batches, cfg.epochs, runtime.autocast, runtime.memory_format)
+
+
+# Every way a tensor hands a Python value to the host. On CUDA each one waits for the device.
+HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread):
+    """The CPU side of the no-sync rule: inside an interval of rounds, no tensor is turned into a
+    Python value by the loop or the policy (C++ conversions are caught by the CUDA test below)."""
+    loop = tiny_loop(torch.device("cpu"), 0.2)
+    loop.train_interval()  # round 0: every batch once
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a Python value was read from a tensor inside a round")
+
+    with monkeypatch.context() as patch:
+        for name in HOST_READS:
+            patch.setattr(torch.Tensor, name, refuse)
+        segments = loop.train_interval()  # 9 rounds of k = 1: a sort on the device before each update
+    assert len(segments) == loop.num_batches
+    assert loop.state.updates == 2 * loop.num_batches
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
+def test_a_round_never_synchronises_with_the_gpu():
+    loop = tiny_loop(torch.device("cuda"), 0.2)
+    loop.train_interval()  # round 0, cuDNN autotuning, allocator warm-up
+    loop.train_interval()  # the first sorts
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loop.train_interval()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+    assert loop.state.updates == 3 * loop.num_batches
+
+
+def test_bench_writes_all_five_parts(tmp_path, one_thread):
+    tiny = ["profile=cpu", "device=cpu", "models=[test_resnet]", "paper_model=test_resnet", "image_size=16",
+            "batch_size=4", "num_batches=5", "repeats=1", "eval_batch_size=8", "authors_native_sizes=[8]",
+            "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}"]
+    table = bench.main(tiny)
+    written = list(tmp_path.glob("*.csv"))
+    assert len(written) == 1
+    csv = pd.read_csv(written[0])
+    assert list(csv.columns) == bench.COLUMNS
+    assert sorted(csv["part"].unique()) == [1, 2, 3, 4, 5]
+    assert len(csv) == len(table)
+    assert csv.loc[csv["part"] != 4, "value"].notna().all()
+    assert (csv.loc[csv["part"] == 3, "metric"].str.contains("delta 0.2")).any()
+    assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2
