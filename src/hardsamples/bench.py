@@ -27,13 +27,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import pandas as pd
 import torch
@@ -45,11 +45,11 @@ from hardsamples import records
 from hardsamples.bench_authors import AuthorsTraining, authors_loader
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
 from hardsamples.evaluate import EvalSettings, evaluate
-from hardsamples.train import eval_settings
 from hardsamples.loop import UpdateLoop
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
 from hardsamples.selection import build_policy
+from hardsamples.train import eval_settings
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "bench.yaml"
 COLUMNS = ["device", "profile", "image_size", "batch_size", "part", "model", "metric", "value", "unit",
@@ -116,10 +116,6 @@ def synthetic(num_train: int, native_size: int) -> HostData:
     return make_synthetic(OmegaConf.create({
         "num_train": num_train, "num_test": num_train, "num_classes": NUM_CLASSES, "native_size": native_size,
         "channels": 3, "hard_fraction": 0.1, "noise": 0.25, "generator_seed": 0}))
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
