@@ -89,10 +89,10 @@ def test_trace_matches_a_simple_reference_of_algorithm_2(tmp_path, one_thread, f
     assert trace["loss"].tolist() == pytest.approx(list(losses), rel=1e-5, abs=1e-6)
 
 
-def tiny_loop(device: torch.device, delta: float) -> UpdateLoop:
+def tiny_loop(device: torch.device, method: list[str]) -> UpdateLoop:
     """The project's loop, built as train.run builds it, on a small model and synthetic data."""
     runtime = make_runtime(OmegaConf.create({"device": str(device), "precision": "auto", "channels_last": "auto"}))
-    cfg = compose_config(TINY + [f"delta={delta}"])
+    cfg = compose_config(TINY + method)
     torch.manual_seed(0)
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", runtime.device, runtime.memory_format)
     batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=True, partition="dataset_order",
@@ -106,12 +106,18 @@ def tiny_loop(device: torch.device, delta: float) -> UpdateLoop:
 
 # Every way a tensor hands a Python value to the host. On CUDA each one waits for the device.
 HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__")
+# delta = 0.2 with N = 9: k = 1, so a round (and its choice on the device) before every update.
+METHODS = {"hard_batches": ["method=hard_batches", "delta=0.2"],
+           "hard_batches_refresh": ["method=hard_batches_refresh", "delta=0.2"],
+           "random_batches": ["method=random_batches", "delta=0.2"],
+           "trimming": ["method=trimming", "delta=1.0"]}
 
 
-def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread):
+@pytest.mark.parametrize("method", METHODS)
+def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread, method):
     """The CPU side of the no-sync rule: inside an interval of rounds, no tensor is turned into a
     Python value by the loop or the policy (C++ conversions are caught by the CUDA test below)."""
-    loop = tiny_loop(torch.device("cpu"), 0.2)
+    loop = tiny_loop(torch.device("cpu"), METHODS[method])
     loop.train_interval()  # round 0: every batch once
 
     def refuse(self, *args, **kwargs):
@@ -120,14 +126,14 @@ def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread):
     with monkeypatch.context() as patch:
         for name in HOST_READS:
             patch.setattr(torch.Tensor, name, refuse)
-        segments = loop.train_interval()  # 9 rounds of k = 1: a sort on the device before each update
-    assert len(segments) == loop.num_batches
+        loop.train_interval()
     assert loop.state.updates == 2 * loop.num_batches
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
-def test_a_round_never_synchronises_with_the_gpu():
-    loop = tiny_loop(torch.device("cuda"), 0.2)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_round_never_synchronises_with_the_gpu(method):
+    loop = tiny_loop(torch.device("cuda"), METHODS[method])
     loop.train_interval()  # round 0, cuDNN autotuning, allocator warm-up
     loop.train_interval()  # the first sorts
     torch.cuda.synchronize()
