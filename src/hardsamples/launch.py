@@ -65,9 +65,9 @@ def claim_gpu(job_num: int) -> str | None:
     gpus = visible_gpus()
     if _claimed_lock is not None or len(gpus) <= 1 or torch.cuda.is_initialized():
         return None
-    start = job_num % len(gpus)
+    start, locks = job_num % len(gpus), lock_dir()
     for gpu in gpus[start:] + gpus[:start]:
-        lock = open(lock_dir() / f"gpu-{gpu}.lock", "w")
+        lock = open(locks / f"gpu-{gpu}.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

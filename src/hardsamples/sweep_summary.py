@@ -36,18 +36,22 @@ class SweepSummary(Callback):
         notes = {d: note for d, note in read_job_notes(config.hydra.sweep.dir).items()
                  if note.get("attempt") != self.earlier.get(d)}
         print(summary_text(Path(config.hydra.sweep.dir), notes, time.perf_counter() - self.started), flush=True)
-        if any(note.get("outcome") == "failed" for note in notes.values()):
+        if any(outcome_of(note) == "failed" for note in notes.values()):
             sys.exit(1)  # SystemExit passes through Hydra's callback and error handlers: the sweep fails
 
 
 def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
-    counts = {outcome: 0 for outcome in OUTCOMES}
-    for note in notes.values():
-        counts[note.get("outcome") if note.get("outcome") in counts else "failed"] += 1
+    outcomes = {run_dir: outcome_of(note) for run_dir, note in notes.items()}
     minutes, secs = divmod(round(seconds), 60)
     lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
-             + ", ".join(f"{n} {outcome}" for outcome, n in counts.items())]
-    for run_dir, note in sorted(notes.items()):
-        if note.get("outcome") in ("diverged", "failed"):
-            lines.append(f"  {note['outcome']:<9} {run_dir.name}: {note.get('error')}")
+             + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
+    for run_dir, outcome in sorted(outcomes.items()):
+        if outcome in ("diverged", "failed"):
+            error = notes[run_dir].get("error") or "the job stopped without closing its job.json (killed?)"
+            lines.append(f"  {outcome:<9} {run_dir.name}: {error}")
     return "\n".join(lines)
+
+
+def outcome_of(note: dict) -> str:
+    """A job still `running` when its sweep ends was killed without a word: it failed."""
+    return note.get("outcome") if note.get("outcome") in OUTCOMES else "failed"

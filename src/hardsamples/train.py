@@ -41,6 +41,7 @@ from hardsamples.wandb_mirror import WandbMirror
 log = logging.getLogger("hardsamples")
 # Keys that change where a run is logged or read from, never what it computes.
 NOT_COMPARED = ("logger", "data_dir", "sweep_name", "record")
+OVER = ("finished", "diverged")  # a run with one of these statuses is skipped when run again
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -57,12 +58,16 @@ def comparable_config(cfg: DictConfig) -> dict:
     return {k: v for k, v in resolved.items() if k not in NOT_COMPARED}
 
 
+def read_record(run_dir: Path) -> dict | None:
+    path = run_dir / "run.json"
+    return records.read_json(path) if path.exists() else None
+
+
 def previous_run(run_dir: Path, cfg: DictConfig) -> dict | None:
     """The record already in run_dir, if any; refuses one made with a different config."""
-    path = run_dir / "run.json"
-    if not path.exists():
+    old = read_record(run_dir)
+    if old is None:
         return None
-    old = records.read_json(path)
     if comparable_config(OmegaConf.create(old.get("config", {}))) != comparable_config(cfg):
         raise ConfigError(f"{run_dir} holds a run with a different config: pass run_name=<new name>"
                           " or sweep_name=<new sweep>, or delete that directory")
@@ -73,7 +78,7 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
     """Train one run to its end and return its status: finished, diverged or failed."""
     check_settings(cfg)
     old = previous_run(run_dir, cfg)
-    if old and old["status"] in ("finished", "diverged"):
+    if old and old["status"] in OVER:
         log.info("%s: already %s, nothing to do", run_dir, old["status"])
         return old["status"]
 
@@ -264,14 +269,9 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
     return outcome
 
 
-def read_record(run_dir: Path) -> dict | None:
-    path = run_dir / "run.json"
-    return records.read_json(path) if path.exists() else None
-
-
 def job_outcome(before: dict | None, after: dict, status: str) -> str:
     """What a job did, from the run record before and after it: a run already over is skipped."""
-    if before and before["status"] in ("finished", "diverged"):
+    if before and before["status"] in OVER:
         return "skipped"
     resumes_before = len(before.get("resumed_from", [])) if before else 0
     if status == "finished" and len(after.get("resumed_from", [])) > resumes_before:
