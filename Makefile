@@ -1,4 +1,5 @@
-# Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...".
+# Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...";
+# `make sweep SWEEP=table3 launcher=slurm` picks a launcher.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= demo
@@ -7,6 +8,7 @@ RUNS ?= results/runs
 OUT ?= results/tables
 SOURCE ?= records
 PYTEST_ARGS ?=
+launcher ?=
 
 .PHONY: setup test run sweep demo tables bench clean
 
@@ -27,7 +29,7 @@ run: setup
 	$(PY) -m hardsamples.train $(ARGS)
 
 sweep: setup
-	$(PY) -m hardsamples.train -m --config-dir sweeps --config-name $(SWEEP) $(ARGS)
+	$(PY) -m hardsamples.train -m --config-dir sweeps --config-name $(SWEEP) $(if $(launcher),launcher=$(launcher)) $(ARGS)
 
 demo: setup
 	$(MAKE) --no-print-directory sweep SWEEP=demo

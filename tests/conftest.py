@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# One thread in this process and every process a test starts (inherited): tiny models run faster
+# than with two, and runs compared across processes use the same float reduction order.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import subprocess
 import sys
 from pathlib import Path

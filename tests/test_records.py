@@ -41,6 +41,14 @@ def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_p
             assert final["test_top1"] == pytest.approx((batches["top1"] * batches["samples"]).sum() / 128)
 
 
+def test_a_train_subset_is_evaluated_each_interval_and_the_whole_set_at_the_end(tmp_path):
+    assert train_in_process(tmp_path, ["epochs=1", "fidelity=clean", "eval.train_subset=200"]) == "finished"
+    batches = pd.read_csv(tmp_path / "batch_accuracy.csv").query("split == 'train'")
+    assert batches["samples"].sum() == 600  # clean: every training sample in the final batch accuracies
+    header = json.loads((tmp_path / "run.json").read_text())
+    assert header["config"]["eval"]["train_subset"] == 200
+
+
 def test_a_nan_loss_ends_the_run_as_diverged_with_a_message(tmp_path):
     assert train_in_process(tmp_path, ["optimizer.lr=1e12"]) == "diverged"
     header = json.loads((tmp_path / "run.json").read_text())

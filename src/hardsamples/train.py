@@ -88,7 +88,7 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
     if cfg.batch_size > len(host.train_labels):
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(host.train_labels)} training"
                           f" samples of {cfg.dataset.name}: pick batch_size <= {len(host.train_labels)}")
-    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, runtime.device)
+    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, runtime.device, runtime.memory_format)
     batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
                                  partition=cfg.fidelity.partition, seed=cfg.seed, device=runtime.device)
     model = build_model(cfg.model.name, data.num_classes, data.channels)
@@ -126,8 +126,11 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
                      settings: EvalSettings, stopwatch: Stopwatch) -> str:
     data = loop.data
     train_ids = eval_subset(data.num_train, cfg.eval.train_subset)
-    train_images = data.train_images if train_ids is None else data.train_images[train_ids.to(data.train_labels.device)]
-    train_labels = data.train_labels if train_ids is None else data.train_labels[train_ids.to(data.train_labels.device)]
+    if train_ids is None:
+        train_images, train_labels = data.train_images, data.train_labels
+    else:
+        train_ids = train_ids.to(data.train_labels.device)
+        train_images, train_labels = data.train_images[train_ids], data.train_labels[train_ids]
     train = test = None
     while loop.state.updates < loop.budget:
         segments = loop.train_interval()
@@ -142,15 +145,18 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         train = evaluate(loop.model, data, train_images, train_labels, settings)
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
         row = interval_row(interval, loop, seen_loss, train, test, stopwatch)
-        record.add_interval(row, segments_to_trace(segments), cfg.record.trace)
+        record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else [], cfg.record.trace)
         if cfg.record.checkpoint:
             records.save_checkpoint(record.checkpoint_path, checkpoint_state(loop, record, stopwatch))
         mirror.log_interval(row)
         log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
                  cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss, test.top1,
                  row["seconds"])
-    if train is None:  # resumed after the last interval was recorded but before the run was closed
-        train = evaluate(loop.model, data, train_images, train_labels, settings)
+    # The paper's batch-level interval covers the whole training set, also when the intervals
+    # evaluated a subset; and a run resumed after its last row was written has no results at hand.
+    if train is None or train_ids is not None:
+        train = evaluate(loop.model, data, data.train_images, data.train_labels, settings)
+    if test is None:
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
     record.write_batch_accuracy(
         [{"split": split, "batch": i, "samples": n, "top1": acc}
