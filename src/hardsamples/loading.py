@@ -1,0 +1,165 @@
+"""Run records -> one tidy pandas table: one row per (run, interval), the run's identity on every row.
+
+Two sources give the same table, so dashboards and tables agree:
+  load_records(dir)    every run.json under dir, with its metrics.csv and batch_accuracy.csv
+  load_wandb(...)      the W&B mirror of the same runs (wandb.Api), config + logged history
+
+Every run is kept whatever its status (running, finished, diverged, failed, unreadable); a run with
+no interval yet still has one row, with empty metrics. Deciding what enters a mean is the tables'
+job, and they list what they leave out.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hardsamples.errors import ConfigError
+from hardsamples.statistics import t_interval
+
+IDENTITY = ["run_id", "run_name", "run_dir", "source", "sweep", "dataset", "model", "method", "delta",
+            "seed", "fidelity", "epochs", "batch_size", "image_size", "num_classes", "channels",
+            "num_batches", "status", "error", "finished_at"]
+BATCH_STATS = ["train_top1_batch_mean", "train_top1_batch_ci95", "train_top1_batches",
+               "test_top1_batch_mean", "test_top1_batch_ci95", "test_top1_batches"]
+# The metrics.csv columns the tables read (records.METRIC_COLUMNS has them all; not imported, so that
+# `make tables` needs no torch until Table 2 builds the models).
+METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds"]
+COLUMNS = IDENTITY + BATCH_STATS + ["config"] + METRICS
+# What makes two runs measure the same thing besides model, dataset, method and delta: records that
+# differ here are never averaged together, and every table names them.
+PROTOCOL = ["fidelity", "epochs", "batch_size", "image_size"]
+
+
+class NoRecords(ConfigError):
+    """Nothing to tabulate: the message says what was expected where."""
+
+
+def load_records(runs_dir, confidence: float = 0.95) -> pd.DataFrame:
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise NoRecords(f"no run records: expected a directory of runs with run.json files at {runs_dir}, which does"
+                        " not exist (train some with `make sweep`, or pass RUNS=<dir>)")
+    paths = sorted(runs_dir.rglob("run.json"))
+    if not paths:
+        raise NoRecords(f"no run records: expected run.json files (one per run, from `make run`/`make sweep`)"
+                        f" under {runs_dir}, found none")
+    return _frame([_read_run(p.parent, confidence) for p in paths])
+
+
+def _read_run(run_dir: Path, confidence: float) -> list[dict]:
+    try:
+        header = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as err:
+        return [{"run_dir": str(run_dir), "source": "records", "status": "unreadable",
+                 "error": f"run.json: {type(err).__name__}: {err}"}]
+    config = header.get("config", {})
+    run = {key: header.get(key) for key in IDENTITY if key in header}
+    run.update(run_dir=str(run_dir), source="records", channels=header.get("channels", channels_of(config)),
+               config=config)
+    batch_file = run_dir / "batch_accuracy.csv"
+    if batch_file.exists():
+        run.update(batch_stats(pd.read_csv(batch_file), confidence))
+    metrics_file = run_dir / "metrics.csv"
+    metrics = pd.read_csv(metrics_file, usecols=METRICS) if metrics_file.exists() else pd.DataFrame(columns=METRICS)
+    return _with_rows(run, metrics.to_dict("records"))
+
+
+def batch_stats(batches: pd.DataFrame, confidence: float = 0.95) -> dict:
+    """The paper's interval: t over the per-batch top-1 of the final model (unweighted, as its
+    metrics.py does), one run, n = number of batches."""
+    out = {}
+    for split in ("train", "test"):
+        interval = t_interval(batches.loc[batches["split"] == split, "top1"], confidence)
+        out.update({f"{split}_top1_batch_mean": interval.mean, f"{split}_top1_batch_ci95": interval.half_width,
+                    f"{split}_top1_batches": interval.n})
+    return out
+
+
+def channels_of(config: dict) -> int:
+    """Input channels, for Table 2's FLOPs: the config says so for generated data; digits is grey."""
+    dataset = config.get("dataset", {})
+    return int(dataset.get("channels", 1 if dataset.get("name") == "digits" else 3))
+
+
+def load_wandb(entity: str | None, project: str, group: str | None, api=None) -> pd.DataFrame:
+    """The same table from W&B. Per-batch accuracies are not mirrored, so the paper-style interval
+    columns stay empty: the local records have them."""
+    path = f"{entity}/{project}" if entity else project
+    try:
+        if api is None:
+            import wandb
+
+            api = wandb.Api()
+        runs = list(api.runs(path, filters={"group": group} if group else None))
+    except Exception as err:  # the W&B client raises many types; one line is what the user needs
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise NoRecords(f"W&B: could not list the runs of {path} (group {group}): {reason}"
+                        " (or read the local records: source=records)") from None
+    if not runs:
+        raise NoRecords(f"no run records: expected W&B runs in {path}" + (f", group {group}" if group else "")
+                        + ", found none")
+    return _frame([_wandb_run(run) for run in runs])
+
+
+WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed",
+                "killed": "failed"}
+
+
+def _wandb_run(wrun) -> list[dict]:
+    config = dict(wrun.config)
+    summary = dict(wrun.summary)
+    run = {"run_id": wrun.id, "run_name": wrun.name, "run_dir": f"wandb:{wrun.id}", "source": "wandb",
+           "sweep": config.get("sweep_name"), "dataset": config["dataset"]["name"], "model": config["model"]["name"],
+           "method": summary.get("method") or policy_name(config["method"], config["delta"]),
+           "delta": config["delta"], "seed": config["seed"], "fidelity": config["fidelity"]["name"],
+           "epochs": config["epochs"], "batch_size": config["batch_size"], "image_size": config["image_size"],
+           "channels": channels_of(config), "num_classes": summary.get("num_classes"),
+           "num_batches": summary.get("num_batches"),
+           "status": summary.get("status") or WANDB_STATES.get(wrun.state, wrun.state), "error": None,
+           "finished_at": None, "config": config}
+    rows = [{**{k: row.get(k) for k in METRICS}, "interval": row["_step"]} for row in wrun.scan_history()]
+    return _with_rows(run, sorted(rows, key=lambda r: r["interval"]))
+
+
+def policy_name(method: dict, delta: float) -> str:
+    """The name the run record gives the method (selection.build_policy): a batch-choosing method at
+    delta = 1.0 is Algorithm 1, standard; hard_batches with refresh is hard_batches_refresh. Used only
+    when the W&B summary lacks the record's own `method`."""
+    if method["name"] in ("hard_batches", "random_batches") and delta == 1.0:
+        return "standard"
+    return "hard_batches_refresh" if method["name"] == "hard_batches" and method.get("refresh") else method["name"]
+
+
+def _with_rows(run: dict, rows: list[dict]) -> list[dict]:
+    return [{**run, **row} for row in rows] or [dict(run)]
+
+
+def _frame(runs: list[list[dict]]) -> pd.DataFrame:
+    df = pd.DataFrame([row for run in runs for row in run])
+    for column in COLUMNS:
+        if column not in df:
+            df[column] = None
+    df = df[COLUMNS]
+    numeric = METRICS + BATCH_STATS + ["delta"]
+    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    return df
+
+
+def run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: identity, the last interval reached with its metrics, and the train-loss curve."""
+    ordered = df.sort_values(["run_dir", "interval"])
+    runs = ordered.groupby("run_dir", sort=True).head(1).set_index("run_dir")[
+        [c for c in IDENTITY if c != "run_dir"] + BATCH_STATS + ["config"]]
+    curves = ordered.dropna(subset=["interval"]).groupby("run_dir")
+    last = curves.tail(1).set_index("run_dir")[["interval", "updates", "seconds", "train_loss", "train_top1",
+                                                "test_loss", "test_top1"]]
+    runs = runs.join(last.rename(columns={"interval": "intervals"}))
+    runs["intervals"] = runs["intervals"].fillna(0).astype(int)
+    runs["train_loss_curve"] = curves["train_loss"].apply(lambda s: s.to_numpy(dtype=float)).reindex(runs.index)
+    runs["train_loss_curve"] = [c if isinstance(c, np.ndarray) else np.array([]) for c in runs["train_loss_curve"]]
+    runs["seconds_per_update"] = runs["seconds"] / runs["updates"].replace(0, np.nan)
+    return runs.reset_index()

@@ -1,0 +1,277 @@
+"""The tables from run records the test writes itself, with known curves: no training needed."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hardsamples import aggregate
+from hardsamples.loading import load_records, load_wandb
+from hardsamples.paper import MODEL_ORDER, load_paper
+from hardsamples.records import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, write_csv, write_json
+from hardsamples.statistics import t_interval
+from hardsamples.tables import DELTA_CSV, build, compose
+
+RULES = {"relative": {"kind": "relative", "tolerance": 0.01},
+         "absolute": {"kind": "absolute", "threshold": 0.05}}
+
+
+def step_curve(epochs: int, e: int, high: float = 2.0, low: float = 0.01) -> list[float]:
+    """Train loss that is `high` until interval e - 1 and `low` from interval e: every rule gives e."""
+    return [high if t < e else low for t in range(1, epochs + 1)]
+
+
+def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1.0, seed=0, fidelity="paper_code",
+              epochs=10, e=5, train_top1=90.0, test_top1=60.0, status="finished", intervals=None,
+              batch_top1=(50.0, 60.0, 70.0), seconds_per_update=0.01, image_size=32, batch_size=64, losses=None,
+              method_options=None, fidelity_options=None):
+    """One run directory shaped as hardsamples.train writes it."""
+    method = method or ("standard" if delta == 1.0 else "hard_batches")
+    name = f"{model}-{dataset}-{method}-d{delta}-s{seed}-{fidelity}-E{epochs}" + "".join(
+        f"-{k}{v}" for k, v in {**(method_options or {}), **(fidelity_options or {})}.items())
+    run_dir = root / name
+    config = {"model": {"name": model}, "dataset": {"name": dataset}, "method": {"name": method, **(method_options or {})},
+              "fidelity": {"name": fidelity, **(fidelity_options or {})}, "delta": delta, "seed": seed, "epochs": epochs,
+              "batch_size": batch_size, "image_size": image_size, "sweep_name": "test", "run_name": name,
+              "optimizer": {"lr": 0.005}}
+    write_json(run_dir / "run.json", {
+        "status": status, "error": "training loss became nan" if status == "diverged" else None,
+        "run_id": name, "run_name": name, "sweep": "test", "model": model, "dataset": dataset, "method": method,
+        "delta": delta, "seed": seed, "fidelity": fidelity, "num_batches": 10, "k": 10, "epochs": epochs,
+        "update_budget": 10 * epochs, "batch_size": batch_size, "image_size": image_size, "num_classes": 10,
+        "finished_at": f"2026-01-01T00:00:{seed:02d}+00:00" if status == "finished" else None, "config": config})
+    losses = losses or step_curve(epochs, e)
+    rows = [{"interval": t, "updates": 10 * t, "train_loss": losses[t - 1], "train_top1": train_top1,
+             "seen_train_loss": losses[t - 1], "test_loss": 1.0, "test_top1": test_top1,
+             "seconds": seconds_per_update * 10 * t, "extra_forward_passes": 0}
+            for t in range(1, (intervals or epochs) + 1)]
+    write_csv(run_dir / "metrics.csv", METRIC_COLUMNS, rows)
+    if status == "finished":
+        write_csv(run_dir / "batch_accuracy.csv", BATCH_ACCURACY_COLUMNS,
+                  [{"split": split, "batch": i, "samples": 64, "top1": acc}
+                   for split in ("train", "test") for i, acc in enumerate(batch_top1)])
+    return run_dir
+
+
+def tables_for(runs_dir, **overrides):
+    args = [f"runs={runs_dir}", "table2=false", "figures=false"] + [f"{k}={v}" for k, v in overrides.items()]
+    sections, df, runs, rows = build(compose(args))
+    return {s.key: s for s in sections}, runs, rows
+
+
+def test_interval_is_scipys_t_interval():
+    values = [61.2, 63.5, 60.1, 64.8]
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    interval = t_interval(values)
+    assert interval.mean == pytest.approx(np.mean(values))
+    assert interval.half_width == pytest.approx((high - low) / 2)
+    one = t_interval([61.2])
+    assert one.n == 1 and math.isnan(one.half_width) and "no CI" in one.text()
+
+
+def test_group_means_intervals_and_delta_e(tmp_path):
+    tops = {0: 60.0, 1: 62.0, 2: 67.0}
+    for seed, top in tops.items():
+        write_run(tmp_path, delta=1.0, seed=seed, e=8, test_top1=top, train_top1=top + 30)
+        write_run(tmp_path, delta=0.5, seed=seed, e=4 + seed, test_top1=top + 1)  # e = 4, 5, 6
+    sections, runs, rows = tables_for(tmp_path)
+    table = sections["table3_cifar10"].data
+    ours = table[table["n_seeds"] > 0].set_index("delta")
+    expected = t_interval(list(tops.values()))
+    assert ours.loc[1.0, "test_top1_mean"] == pytest.approx(expected.mean)
+    assert ours.loc[1.0, "test_top1_ci95"] == pytest.approx(expected.half_width)
+    assert ours.loc[0.5, "e_mean"] == pytest.approx(5.0)
+    assert ours.loc[0.5, "e_ci95"] == pytest.approx(t_interval([4, 5, 6]).half_width)
+    assert ours.loc[0.5, "delta_e_pct"] == pytest.approx((8 - 5) / 5 * 100)
+    # the paper's kind of interval: t over one run's per-batch accuracies (50, 60, 70)
+    assert ours.loc[1.0, "test_top1_batch_ci95"] == pytest.approx(t_interval([50, 60, 70]).half_width)
+    # the paper's numbers beside ours, and the difference
+    assert ours.loc[0.5, "paper_e"] == 77 and ours.loc[0.5, "e_minus_paper"] == pytest.approx(5 - 77)
+    assert list(table.columns[:4]) == ["dataset", "model", "network", "delta"]
+    assert set(DELTA_CSV) <= set(table.columns)
+
+
+def test_table6_follows_its_formula(tmp_path):
+    for delta, top in ((1.0, 60.0), (0.8, 58.0), (0.5, 64.0), (0.2, 63.0)):
+        write_run(tmp_path, delta=delta, test_top1=top)
+    sections, _, _ = tables_for(tmp_path)
+    row = sections["table6"].data.iloc[0]
+    assert row["best_delta"] == 0.5 and row["base_test_top1"] == 60.0
+    assert row["change_pct"] == pytest.approx((64 - 60) / 64 * 100)
+    assert row["paper_change_pct"] == pytest.approx(-0.75)
+
+
+def test_unfinished_and_diverged_runs_are_listed_not_averaged(tmp_path):
+    write_run(tmp_path, delta=1.0, seed=0, test_top1=60.0)
+    write_run(tmp_path, delta=1.0, seed=1, test_top1=10.0, status="running", intervals=3)
+    write_run(tmp_path, delta=1.0, seed=2, test_top1=10.0, status="diverged", intervals=2,
+              losses=[2.0, float("nan")] + [0.0] * 8)
+    write_run(tmp_path, delta=1.0, seed=3, test_top1=10.0, status="failed", intervals=0)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    sections, runs, rows = tables_for(tmp_path)
+    row = sections["table3_cifar10"].data.query("delta == 1.0").iloc[0]
+    assert row["n_seeds"] == 1 and row["test_top1_mean"] == 60.0 and math.isnan(row["test_top1_ci95"])
+    assert row["n_runs"] == 4
+    for status in ("running", "diverged", "failed"):
+        assert f"1 {status}" in row["not_in_means"]
+    listed = sections["runs"].display
+    assert set(listed["status"]) == {"running", "diverged", "failed", "unreadable"}
+    assert "5 loaded" in sections["runs"].title and "1 enter the means" in sections["runs"].title
+    # the Markdown says there is one seed rather than printing an interval
+    assert "(1 seed, no CI)" in sections["table3_cifar10"].display.loc[0, "test top-1"]
+
+
+def test_protocols_are_never_averaged_together(tmp_path):
+    write_run(tmp_path, fidelity="paper_code", test_top1=60.0)
+    write_run(tmp_path, fidelity="clean", test_top1=80.0)
+    write_run(tmp_path, fidelity="clean", test_top1=82.0, epochs=12, e=6)
+    sections, _, rows = tables_for(tmp_path)
+    assert sorted(rows["test_top1_mean"]) == [60.0, 80.0, 82.0]
+    tables = [s for key, s in sections.items() if key.startswith("table3_cifar10")]
+    assert len(tables) == 3  # one table per protocol, each saying which
+    assert {t.title.split("protocol ")[1].split(",")[0] for t in tables} == {"paper_code", "clean"}
+
+
+def test_a_switched_fidelity_key_is_another_protocol(tmp_path):
+    write_run(tmp_path, fidelity="paper_code", test_top1=60.0)
+    write_run(tmp_path, fidelity="paper_code", test_top1=70.0, fidelity_options={"eval_batchnorm": "eval"})
+    sections, _, rows = tables_for(tmp_path)
+    assert sorted(rows["fidelity"]) == ["paper_code", "paper_code (eval_batchnorm=eval)"]
+    assert sorted(rows["test_top1_mean"]) == [60.0, 70.0]
+    assert "table3_cifar10_paper_code-eval_batchnorm-eval_E10_B64_32px" in sections
+
+
+def test_other_settings_are_flagged(tmp_path):
+    write_run(tmp_path, seed=0)
+    run_dir = write_run(tmp_path, seed=1)
+    header = json.loads((run_dir / "run.json").read_text())
+    header["config"]["optimizer"]["lr"] = 0.1
+    write_json(run_dir / "run.json", header)
+    sections, _, _ = tables_for(tmp_path)
+    assert any("optimizer.lr" in note for note in sections["runs"].notes)
+
+
+def test_duplicate_seed_is_counted_once(tmp_path):
+    write_run(tmp_path / "sweep_a", seed=0, test_top1=60.0)
+    write_run(tmp_path / "sweep_b", seed=0, test_top1=60.0)
+    sections, runs, rows = tables_for(tmp_path)
+    assert rows.iloc[0]["n_seeds"] == 1 and "1 duplicate" in rows.iloc[0]["not_in_means"]
+
+
+def test_paper_grid_fills_every_row(tmp_path):
+    """Records shaped like the paper's grid (3 datasets x 5 models x 4 deltas x 2 seeds)."""
+    paper = load_paper()
+    for _, r in paper.tables.iterrows():
+        for seed in (0, 1):
+            write_run(tmp_path, dataset=r["dataset"], model=r["model"], delta=r["delta"], seed=seed, epochs=20,
+                      e=5 + seed + int(10 * r["delta"]), image_size=128, batch_size=512,
+                      test_top1=50 + 10 * r["delta"] + seed)
+    sections, runs, rows = tables_for(tmp_path)
+    for dataset, number in (("cifar10", 3), ("cifar100", 4), ("stl10", 5)):
+        table = sections[f"table{number}_{dataset}"].data
+        assert list(table["model"].drop_duplicates()) == MODEL_ORDER
+        assert len(table) == 20 and (table["n_seeds"] == 2).all()
+        assert table[["train_top1_mean", "test_top1_mean", "e_mean", "e_ci95"]].notna().all().all()
+        assert table.loc[table["delta"] < 1, "delta_e_pct"].notna().all()
+        merged = table.merge(paper.tables, on=["dataset", "model", "delta"])
+        assert (merged["paper_e"].fillna(-1) == merged["e"].fillna(-1)).all()
+    assert len(sections["table6"].data) == 15 and sections["table6"].data["paper_change_pct"].notna().all()
+    assert sections["table1"].data["paper_seconds_per_update"].notna().sum() == 4
+    assert len(sections["sensitivity"].data) == 60
+
+
+def test_methods_table_compares_with_standard(tmp_path):
+    for seed in (0, 1):
+        write_run(tmp_path, delta=1.0, seed=seed, e=8, test_top1=60.0 + seed)
+        write_run(tmp_path, method="trimming", delta=1.0, seed=seed, e=4, test_top1=62.0 + seed)
+        write_run(tmp_path, method="random_batches", delta=0.5, seed=seed, e=10, test_top1=59.0)
+    sections, _, _ = tables_for(tmp_path)
+    methods = sections["methods"].data.set_index("method")
+    assert methods.loc["trimming", "delta_e_pct"] == pytest.approx((8 - 4) / 4 * 100)
+    assert methods.loc["trimming", "test_top1_vs_standard"] == pytest.approx(2.0)
+    assert methods.loc["random_batches", "delta_e_pct"] == pytest.approx((8 - 10) / 10 * 100)
+    assert "table3_cifar10" in sections  # standard still makes its delta table
+
+
+def test_method_settings_are_never_averaged_together(tmp_path):
+    write_run(tmp_path, delta=1.0, e=8)
+    write_run(tmp_path, method="trimming", e=4, test_top1=70.0, method_options={"shape": "linear", "end": 0.2})
+    write_run(tmp_path, method="trimming", e=2, test_top1=80.0, method_options={"shape": "cosine", "end": 0.2})
+    sections, _, _ = tables_for(tmp_path)
+    methods = sections["methods"].data.set_index(["method", "variant"])
+    assert len(methods) == 3 and (methods["n_seeds"] == 1).all()
+    assert methods.loc[("trimming", ""), "test_top1_mean"] == 70.0  # linear to 0.2: conf/method/trimming.yaml
+    assert methods.loc[("trimming", "shape=cosine"), "test_top1_mean"] == 80.0
+    assert "trimming (shape=cosine)" in set(sections["methods"].display["method"])
+
+
+def test_no_methods_table_without_other_methods(tmp_path):
+    write_run(tmp_path, delta=1.0)
+    sections, _, _ = tables_for(tmp_path)
+    assert "methods" not in sections
+
+
+def test_sensitivity_has_every_rule(tmp_path):
+    write_run(tmp_path, delta=1.0, e=8)
+    write_run(tmp_path, delta=0.5, e=4, losses=step_curve(10, 4, low=0.2))  # never below 0.05: censored
+    sections, _, _ = tables_for(tmp_path)
+    data = sections["sensitivity"].data.set_index("delta")
+    assert data.loc[0.5, "delta_e_relative_pct"] == pytest.approx(100.0)
+    assert data.loc[0.5, "e_absolute_censored"] == 1 and data.loc[0.5, "e_absolute_mean"] == 10
+    summary = sections["sensitivity_summary"].data.set_index("rule")
+    assert set(summary.index) == {"relative", "relative_coarse", "plateau", "absolute"}
+
+
+class FakeWandbRun:
+    """Just what load_wandb reads of a wandb.apis.public.Run."""
+
+    def __init__(self, run_dir):
+        import json
+
+        header = json.loads((run_dir / "run.json").read_text())
+        self.id, self.name, self.state = header["run_id"], header["run_name"], "finished"
+        self.config = header["config"]
+        self.summary = {"status": header["status"]}
+        self._history = pd.read_csv(run_dir / "metrics.csv").rename(columns={"interval": "_step"}).to_dict("records")
+
+    def scan_history(self):
+        return iter(self._history)
+
+
+class FakeApi:
+    def __init__(self, runs):
+        self._runs = runs
+
+    def runs(self, path, filters=None):
+        assert path == "me/hard-samples" and filters == {"group": "test"}
+        return self._runs
+
+
+def test_wandb_gives_the_same_table(tmp_path):
+    for delta, seed in ((1.0, 0), (1.0, 1), (0.5, 0)):
+        write_run(tmp_path, delta=delta, seed=seed, e=3 + seed, test_top1=60.0 + seed)
+    records = load_records(tmp_path)
+    mirror = load_wandb("me", "hard-samples", "test",
+                        api=FakeApi([FakeWandbRun(p.parent) for p in sorted(tmp_path.rglob("run.json"))]))
+    keys = ["run_id", "dataset", "model", "method", "delta", "seed", "fidelity", "status", "interval"]
+    compare = keys + ["train_loss", "train_top1", "test_top1", "seconds", "updates"]
+    left = records[compare].sort_values(keys).reset_index(drop=True)
+    right = mirror[compare].sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+    runs = aggregate.summarise_runs(mirror, RULES)
+    rows = aggregate.group_rows(runs, RULES, "relative")
+    assert rows.set_index("delta").loc[1.0, "n_seeds"] == 2
+
+
+def test_table2_counts_the_model_beside_the_paper(tmp_path):
+    write_run(tmp_path, model="mobilenetv3_small_100", image_size=128)
+    sections, _, _ = tables_for(tmp_path, table2="true")
+    row = sections["table2"].data.iloc[0]
+    assert row["params_m"] == pytest.approx(1.528, abs=1e-3) and row["paper_params_m"] == 1.52
+    assert row["gflops"] == pytest.approx(0.0377, abs=1e-3) and row["paper_gflops"] == 0.03
