@@ -13,6 +13,7 @@ from scipy import stats
 from hardsamples import aggregate
 from hardsamples.loading import load_records, load_wandb
 from hardsamples.paper import MODEL_ORDER, load_paper
+from hardsamples.wandb_mirror import SUMMARY_FIELDS
 from hardsamples.records import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, write_csv, write_json
 from hardsamples.statistics import t_interval
 from hardsamples.tables import DELTA_CSV, build, compose
@@ -237,7 +238,8 @@ class FakeWandbRun:
         header = json.loads((run_dir / "run.json").read_text())
         self.id, self.name, self.state = header["run_id"], header["run_name"], "finished"
         self.config = header["config"]
-        self.summary = {"status": header["status"]}
+        # What WandbMirror puts in the summary.
+        self.summary = {"status": header["status"], **{k: header[k] for k in SUMMARY_FIELDS if k in header}}
         self._history = pd.read_csv(run_dir / "metrics.csv").rename(columns={"interval": "_step"}).to_dict("records")
 
     def scan_history(self):

@@ -114,24 +114,15 @@ def _wandb_run(wrun) -> list[dict]:
     summary = dict(wrun.summary)
     run = {"run_id": wrun.id, "run_name": wrun.name, "run_dir": f"wandb:{wrun.id}", "source": "wandb",
            "sweep": config.get("sweep_name"), "dataset": config["dataset"]["name"], "model": config["model"]["name"],
-           "method": summary.get("method") or policy_name(config["method"], config["delta"]),
+           "method": summary.get("method"),
            "delta": config["delta"], "seed": config["seed"], "fidelity": config["fidelity"]["name"],
            "epochs": config["epochs"], "batch_size": config["batch_size"], "image_size": config["image_size"],
-           "channels": channels_of(config), "num_classes": summary.get("num_classes"),
+           "channels": summary.get("channels", channels_of(config)), "num_classes": summary.get("num_classes"),
            "num_batches": summary.get("num_batches"),
            "status": summary.get("status") or WANDB_STATES.get(wrun.state, wrun.state), "error": None,
            "finished_at": None, "config": config}
     rows = [{**{k: row.get(k) for k in METRICS}, "interval": row["_step"]} for row in wrun.scan_history()]
     return _with_rows(run, sorted(rows, key=lambda r: r["interval"]))
-
-
-def policy_name(method: dict, delta: float) -> str:
-    """The name the run record gives the method (selection.build_policy): a batch-choosing method at
-    delta = 1.0 is Algorithm 1, standard; hard_batches with refresh is hard_batches_refresh. Used only
-    when the W&B summary lacks the record's own `method`."""
-    if method["name"] in ("hard_batches", "random_batches") and delta == 1.0:
-        return "standard"
-    return "hard_batches_refresh" if method["name"] == "hard_batches" and method.get("refresh") else method["name"]
 
 
 def _with_rows(run: dict, rows: list[dict]) -> list[dict]:

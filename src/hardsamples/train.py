@@ -109,7 +109,7 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
         record.header["resumed_from"].append(loop.state.updates)
         log.info("%s: resuming at update %d of %d", run_dir, loop.state.updates, loop.budget)
     record.set_status("running", error=None)
-    mirror = WandbMirror(cfg.logger.wandb, header["config"], run_dir, header["run_id"])
+    mirror = WandbMirror(cfg.logger.wandb, header, run_dir)
     try:
         for row in record.metrics:  # a resumed W&B run drops the steps it already has
             mirror.log_interval(row)
@@ -193,7 +193,7 @@ def run_header(cfg, loop: UpdateLoop, data, runtime, old: dict | None) -> dict:
         "num_batches": loop.num_batches, "k": getattr(loop.policy, "k", loop.num_batches),
         "epochs": cfg.epochs, "update_budget": loop.budget, "batch_size": cfg.batch_size,
         "image_size": cfg.image_size, "num_train": data.num_train, "num_test": int(data.test_labels.shape[0]),
-        "num_classes": data.num_classes, "device": str(runtime.device), "precision": runtime.precision,
+        "num_classes": data.num_classes, "channels": data.channels, "device": str(runtime.device), "precision": runtime.precision,
         "versions": records.versions(), "git_commit": records.git_commit(),
         "started_at": old["started_at"] if old else now(), "finished_at": None,
         "resumed_from": old.get("resumed_from", []) if old else [],  # the update count at each resume

@@ -13,6 +13,9 @@ import os
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
+# What the run record knows beyond the config, kept in the W&B summary so `make tables SOURCE=wandb`
+# reads the same identity as the local record.
+SUMMARY_FIELDS = ("method", "num_batches", "k", "num_classes", "channels", "update_budget")
 
 
 def logged_in() -> bool:
@@ -35,7 +38,7 @@ def resolve_mode(mode: str) -> str:
 
 
 class WandbMirror:
-    def __init__(self, wandb_cfg, config: dict, run_dir, run_id: str):
+    def __init__(self, wandb_cfg, header: dict, run_dir):
         self.run = None
         self.mode = resolve_mode(wandb_cfg.mode)
         if self.mode == "disabled":
@@ -45,8 +48,9 @@ class WandbMirror:
 
             self.run = wandb.init(
                 project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
-                name=wandb_cfg.name, id=run_id, resume="allow", config=config,
+                name=wandb_cfg.name, id=header["run_id"], resume="allow", config=header["config"],
                 dir=str(run_dir), mode=self.mode, reinit="create_new")
+            self.run.summary.update({key: header[key] for key in SUMMARY_FIELDS})
             if self.mode == "offline":
                 log.info("W&B is offline (not logged in): sync later with `wandb sync %s/wandb/offline-run-*`",
                          run_dir)
