@@ -116,10 +116,11 @@ class RunRecord:
         self.header.update(status=status, **fields)
         write_json(self.run_json, self.header)
 
-    def add_interval(self, row: dict, trace_rows: list[dict], write_trace: bool) -> None:
+    def add_interval(self, row: dict, trace_rows: list[dict] | None = None) -> None:
+        """Append an interval's row, and its updates to trace.csv when the run records a trace."""
         self.metrics.append(row)
         write_csv(self.directory / "metrics.csv", METRIC_COLUMNS, self.metrics)
-        if write_trace:
+        if trace_rows is not None:
             self.trace.extend(trace_rows)
             write_csv(self.directory / "trace.csv", TRACE_COLUMNS, self.trace)
 

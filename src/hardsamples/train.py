@@ -14,6 +14,7 @@ In a sweep (-m) one run's failure is recorded and the other runs go on; see `swe
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -136,16 +137,16 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         segments = loop.train_interval()
         seen_loss = mean_segment_loss(segments)
         interval = -(-loop.state.updates // loop.num_batches)
-        if not torch.isfinite(torch.tensor(seen_loss)):
+        if not math.isfinite(seen_loss):
             message = f"training loss became {seen_loss} in interval {interval}: lower optimizer.lr or check the data"
             log.error(message)
-            record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch), [], False)
+            record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch))
             record.set_status("diverged", error=message, finished_at=now())
             return "diverged"
         train = evaluate(loop.model, data, train_images, train_labels, settings)
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
         row = interval_row(interval, loop, seen_loss, train, test, stopwatch)
-        record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else [], cfg.record.trace)
+        record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
         if cfg.record.checkpoint:
             records.save_checkpoint(record.checkpoint_path, checkpoint_state(loop, record, stopwatch))
         mirror.log_interval(row)
