@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import gzip
+import os
+import tempfile
+
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -22,7 +26,11 @@ TORCHVISION_FOLDERS = {
     "cifar10": "cifar-10-batches-py",
     "cifar100": "cifar-100-python",
     "stl10": "stl10_binary",
+    "fashion_mnist": "FashionMNIST/raw",
 }
+# The gzipped idx files torchvision's FashionMNIST reads (it wants them unpacked in <root>/FashionMNIST/raw).
+FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @dataclass
@@ -67,7 +75,7 @@ class DeviceData:
 def load_host_data(cfg) -> HostData:
     source = cfg.dataset.source
     if source == "torchvision":
-        return _load_torchvision(cfg.dataset.name, Path(cfg.data_dir), bool(cfg.dataset.download))
+        return _load_torchvision(cfg.dataset, Path(cfg.data_dir))
     if source == "sklearn":
         return _load_digits(cfg.dataset)
     if source == "generated":
@@ -75,27 +83,80 @@ def load_host_data(cfg) -> HostData:
     raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn or generated")
 
 
-def _load_torchvision(name: str, root: Path, download: bool) -> HostData:
+def _load_torchvision(dataset_cfg, root: Path) -> HostData:
+    name, download = dataset_cfg.name, bool(dataset_cfg.download)
+    try:
+        if name == "fashion_mnist":
+            return _load_fashion_mnist(root, download, dataset_cfg.get("system_dir"))
+        if name == "stl10":
+            return _load_stl10(root, download)
+        return _load_cifar(name, root, download)
+    except (RuntimeError, OSError) as err:  # missing files, or a download with no network
+        raise ConfigError(_missing_files_message(dataset_cfg, root, download, err)) from err
+
+
+def _missing_files_message(dataset_cfg, root: Path, download: bool, err: Exception) -> str:
+    name = dataset_cfg.name
+    action = "could not be downloaded" if download else "not found"
+    debian = (f" install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist, found at"
+              f" {dataset_cfg.get('system_dir')}),") if name == "fashion_mnist" else ""
+    return (f"{name} files {action} under {root}/{TORCHVISION_FOLDERS[name]} ({err.__class__.__name__}):{debian}"
+            f" set DATA_DIR (or data_dir=...) to a folder that holds them,"
+            f" or pass dataset.download=true on a machine with network access")
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> HostData:
     import torchvision.datasets as tvd
 
-    try:
-        if name == "stl10":
-            train = tvd.STL10(root, split="train", download=download)
-            test = tvd.STL10(root, split="test", download=download)
-            return HostData(train.data, np.asarray(train.labels, np.int64),
-                            test.data, np.asarray(test.labels, np.int64), 10)
-        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
-        train = cls(root, train=True, download=download)
-        test = cls(root, train=False, download=download)
-    except (RuntimeError, OSError) as err:  # missing files, or a download with no network
-        action = "could not be downloaded" if download else "not found"
-        raise ConfigError(
-            f"{name} files {action} under {root}/{TORCHVISION_FOLDERS[name]} ({err.__class__.__name__}):"
-            f" set DATA_DIR (or data_dir=...) to a folder that holds them,"
-            f" or pass dataset.download=true on a machine with network access"
-        ) from err
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    train = cls(root, train=True, download=download)
+    test = cls(root, train=False, download=download)
     return HostData(_hwc_to_chw(train.data), np.asarray(train.targets, np.int64),
                     _hwc_to_chw(test.data), np.asarray(test.targets, np.int64), len(train.classes))
+
+
+def _load_stl10(root: Path, download: bool) -> HostData:
+    import torchvision.datasets as tvd
+
+    train = tvd.STL10(root, split="train", download=download)
+    test = tvd.STL10(root, split="test", download=download)
+    return HostData(train.data, np.asarray(train.labels, np.int64),
+                    test.data, np.asarray(test.labels, np.int64), 10)
+
+
+def _load_fashion_mnist(root: Path, download: bool, system_dir: str | None) -> HostData:
+    """torchvision's FashionMNIST, fed from Debian's package when the files are not under root yet.
+
+    torchvision cannot take Debian's files as they are: it reads the idx files unpacked, and its
+    download step checks MD5 sums of the gzipped originals, which Debian's recompressed copies do not
+    match. So they are unpacked once into root/FashionMNIST/raw and torchvision parses them there.
+    """
+    import torchvision.datasets as tvd
+
+    raw = root / "FashionMNIST" / "raw"
+    if system_dir and not download:
+        unpack_system_copy(Path(system_dir), raw)
+    train = tvd.FashionMNIST(root, train=True, download=download)
+    test = tvd.FashionMNIST(root, train=False, download=download)
+    return HostData(train.data.numpy()[:, None], train.targets.numpy().astype(np.int64),
+                    test.data.numpy()[:, None], test.targets.numpy().astype(np.int64), len(train.classes))
+
+
+def unpack_system_copy(system_dir: Path, raw: Path) -> None:
+    """Unpack <system_dir>/<file>.gz into raw/<file> for each missing file; a no-op when all are there.
+
+    Each file is written to a temporary name and renamed, so a run killed mid-way, or a second run
+    unpacking at the same time, never leaves a half-written file for torchvision to read.
+    """
+    missing = [f for f in FASHION_MNIST_FILES if not (raw / f).is_file()]
+    if not missing or not all((system_dir / f"{f}.gz").is_file() for f in missing):
+        return
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        handle, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
+        with os.fdopen(handle, "wb") as out, gzip.open(system_dir / f"{name}.gz", "rb") as src:
+            out.write(src.read())
+        os.replace(tmp, raw / name)
 
 
 def _hwc_to_chw(images: np.ndarray) -> np.ndarray:
