@@ -117,11 +117,11 @@ def test_trimming_keeps_round_q_times_b_samples_following_the_schedule(run, name
 def test_trimming_back_propagates_the_mean_of_the_highest_losses_only():
     policy = TrimmingPolicy(N, torch.device("cpu"), start=1.0, end=0.2, shape="linear")
     losses = torch.tensor([0.5, 3.0, 0.1, 2.0, 0.4, 0.2, 0.3, 0.6, 0.7, 0.8], requires_grad=True)
-    loss, kept = policy.reduce(losses, 1.0)  # q = 0.2 of 10: the 2 highest
+    loss, kept = policy.reduce(losses, 3, 4)  # last of 4 epochs, q = 0.2 of 10: the 2 highest
     loss.backward()
     assert kept == 2 and loss.item() == pytest.approx(2.5)
     assert losses.grad.tolist() == [0, 0.5, 0, 0.5, 0, 0, 0, 0, 0, 0]
-    full, kept = policy.reduce(losses, 0.0)
+    full, kept = policy.reduce(losses, 0, 4)
     assert kept == 10 and torch.equal(full, losses.mean())  # q = 1 is exactly the plain mean
 
 
@@ -129,7 +129,7 @@ def test_trimming_back_propagates_the_mean_of_the_highest_losses_only():
                          ids=["2.5 rounds to 2", "3.5 rounds to 4", "whole", "at least 1"])
 def test_trimming_rounds_half_to_even_like_the_authors_code(q, batch, kept):
     policy = TrimmingPolicy(N, torch.device("cpu"), start=q, end=q, shape="linear")
-    assert policy.reduce(torch.rand(batch), 0.5)[1] == kept
+    assert policy.reduce(torch.rand(batch), 1, 3)[1] == kept
 
 
 # --- the random control -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import read_metrics, train_in_process
-from hardsamples.records import METRIC_COLUMNS, TRACE_COLUMNS
+from hardsamples.records import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 
 
 def test_a_finished_run_writes_the_documented_record(tmp_path):
@@ -22,9 +22,14 @@ def test_a_finished_run_writes_the_documented_record(tmp_path):
     assert list(read_metrics(tmp_path).columns) == METRIC_COLUMNS
     assert list(pd.read_csv(tmp_path / "trace.csv").columns) == TRACE_COLUMNS
     batches = pd.read_csv(tmp_path / "batch_accuracy.csv")
-    # paper_code: the final model's accuracy on each full batch of 64 (the last partial batch dropped).
-    assert set(batches["split"]) == {"train", "test"} and (batches["samples"] == 64).all()
-    assert len(batches.query("split == 'test'")) == 128 // 64
+    assert list(batches.columns) == BATCH_ACCURACY_COLUMNS
+    assert set(batches["split"]) == {"train", "test"} and set(batches["evaluation"]) == {"interval", "final"}
+    # paper_code, interval kind: the final model's accuracy on each full batch of 64 (last partial dropped).
+    interval = batches.query("evaluation == 'interval'")
+    assert (interval["samples"] == 64).all() and len(interval.query("split == 'test'")) == 128 // 64
+    # final kind (metrics.py): every sample, the last partial batch of 600 - 9 x 64 = 24 its own batch.
+    final_train = batches.query("evaluation == 'final' and split == 'train'")
+    assert final_train["samples"].tolist() == [64] * 9 + [24]
     assert not list(tmp_path.glob(".*.tmp*")) and not list(tmp_path.glob(".run.json.*"))
 
 
@@ -33,7 +38,7 @@ def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_p
     train_in_process(tmp_path / "clean", ["epochs=1", "fidelity=clean"])
     for protocol in ("paper", "clean"):
         final = read_metrics(tmp_path / protocol).iloc[-1]
-        batches = pd.read_csv(tmp_path / protocol / "batch_accuracy.csv").query("split == 'test'")
+        batches = pd.read_csv(tmp_path / protocol / "batch_accuracy.csv").query("split == 'test' and evaluation == 'interval'")
         if protocol == "paper":  # the mean of per-batch accuracies, full batches only
             assert final["test_top1"] == pytest.approx(batches["top1"].mean())
         else:  # every sample, weighted by batch size
@@ -44,7 +49,7 @@ def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_p
 def test_a_train_subset_is_evaluated_each_interval_and_the_whole_set_at_the_end(tmp_path):
     assert train_in_process(tmp_path, ["epochs=1", "fidelity=clean", "eval.train_subset=200"]) == "finished"
     batches = pd.read_csv(tmp_path / "batch_accuracy.csv").query("split == 'train'")
-    assert batches["samples"].sum() == 600  # clean: every training sample in the final batch accuracies
+    assert batches.groupby("evaluation")["samples"].sum().to_dict() == {"final": 600, "interval": 600}  # clean: every training sample in the final batch accuracies
     header = json.loads((tmp_path / "run.json").read_text())
     assert header["config"]["eval"]["train_subset"] == 200
 

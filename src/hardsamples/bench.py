@@ -171,8 +171,9 @@ class Bench:
     def loop(self, model, optimizer, delta: float, data=None) -> UpdateLoop:
         """The project's loop with an update budget that never runs out; the method's own defaults."""
         method = OmegaConf.load(CONF.parent / "method" / "hard_batches.yaml")
-        policy = build_policy(OmegaConf.create({"method": method, "delta": delta}), self.s.num_batches,
-                              self.runtime.device)
+        # clean's k and tie rules, as the bench's runtime is clean's (precision auto, TF32 on).
+        policy = build_policy(OmegaConf.create({"method": method, "delta": delta, "fidelity": fidelity("clean")}),
+                              self.s.num_batches, self.runtime.device)
         return UpdateLoop(model, optimizer, policy, self.data if data is None else data, self.batches, 10**9,
                           self.runtime.autocast, self.runtime.memory_format)
 

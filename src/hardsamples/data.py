@@ -209,28 +209,32 @@ def make_synthetic(dataset_cfg) -> HostData:
 
 def to_device(host: HostData, image_size: int, normalization: str, device: torch.device,
               memory_format: torch.memory_format = torch.contiguous_format) -> DeviceData:
-    """Move once to the device and resize there (bilinear with antialias, like PIL's Resize).
+    """Resize once on the CPU, then move to the device (see _resize_then_move).
 
     The images are stored in the model's memory format: a gathered batch keeps its source's layout,
     so with channels_last the hot loop's `.contiguous(memory_format=...)` copies nothing.
     """
-    train = _resize_on_device(host.train_images, image_size, device, memory_format)
-    test = _resize_on_device(host.test_images, image_size, device, memory_format)
+    train = _resize_then_move(host.train_images, image_size, device, memory_format)
+    test = _resize_then_move(host.test_images, image_size, device, memory_format)
     mean, std = _normalisation(normalization, train)
     return DeviceData(train, torch.as_tensor(host.train_labels, device=device),
                       test, torch.as_tensor(host.test_labels, device=device),
                       host.num_classes, mean, std)
 
 
-def _resize_on_device(images: np.ndarray, size: int, device: torch.device, memory_format: torch.memory_format,
+def _resize_then_move(images: np.ndarray, size: int, device: torch.device, memory_format: torch.memory_format,
                       chunk: int = 4096) -> torch.Tensor:
+    """Bilinear with antialias on CPU uint8 tensors: pixel for pixel PIL's Resize((S, S)), as the authors
+    resized (tests/test_datasets.py checks it): the CPU's uint8 kernel uses PIL's fixed-point
+    arithmetic, the CUDA one computes in float and can land one level off. Each resized chunk is then
+    copied to the device, so the host holds one chunk at a time."""
     out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8, device=device,
                       memory_format=memory_format)
     for start in range(0, len(images), chunk):
-        block = torch.as_tensor(images[start:start + chunk], device=device)
+        block = torch.as_tensor(images[start:start + chunk])
         if block.shape[-1] != size or block.shape[-2] != size:
             block = TF.resize(block, [size, size], antialias=True)
-        out[start:start + chunk] = block
+        out[start:start + chunk] = block.to(device)
     return out
 
 

@@ -112,8 +112,11 @@ class UpdateLoop:
         x, y = self.stage(sample_ids)
         with self.autocast():
             logits = self.forward(x)
-        per_sample = F.cross_entropy(logits.float(), y, reduction="none")
-        loss, n_kept = self.policy.reduce(per_sample, epoch_progress(epoch, self.epochs))
+        if self.policy.per_sample:  # trimming: the per-sample losses, to keep the hardest
+            per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+            loss, n_kept = self.policy.reduce(per_sample, epoch, self.epochs)
+        else:  # the fused mean, as the authors: reduction='none' then .mean() differs by a few ulp
+            loss, n_kept = F.cross_entropy(logits.float(), y), y.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -134,11 +137,6 @@ def frozen_batchnorm_statistics(model: torch.nn.Module):
             m.momentum = momentum
             if tracked is not None:
                 m.num_batches_tracked.copy_(tracked)
-
-
-def epoch_progress(epoch: int, epochs: int) -> float:
-    """0.0 in the first epoch-equivalent, 1.0 in the last (the trimming schedule's clock)."""
-    return 0.0 if epochs == 1 else epoch / (epochs - 1)
 
 
 def segments_to_trace(segments: list[Segment]) -> list[dict]:
@@ -168,3 +166,10 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return self.already + time.perf_counter() - self.started
+
+
+def device_clock(device: torch.device) -> float:
+    """perf_counter once the device has finished its queued work, so a difference times that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -4,7 +4,8 @@
                       versions, git commit, status (running / finished / diverged / failed) and error
   metrics.csv         one row per interval (METRIC_COLUMNS)
   trace.csv           one row per update when record.trace=true (TRACE_COLUMNS)
-  batch_accuracy.csv  the final model's top-1 on each evaluation batch (the paper's +/- interval)
+  batch_accuracy.csv  the final model's top-1 on each evaluation batch: evaluation=interval as the
+                      intervals evaluate, evaluation=final as the authors' metrics.py (the paper's +/-)
   checkpoint.pt       everything needed to resume (model, optimizer, policy, RNG, rows so far)
 
 A reader never sees a half-written file: each write goes to a temporary file that replaces the old
@@ -25,9 +26,9 @@ from pathlib import Path
 import torch
 
 METRIC_COLUMNS = ["interval", "updates", "train_loss", "train_top1", "seen_train_loss",
-                  "test_loss", "test_top1", "seconds", "extra_forward_passes"]
+                  "test_loss", "test_top1", "seconds", "train_seconds", "extra_forward_passes"]
 TRACE_COLUMNS = ["update", "round", "batch", "loss", "kept"]
-BATCH_ACCURACY_COLUMNS = ["split", "batch", "samples", "top1"]
+BATCH_ACCURACY_COLUMNS = ["split", "evaluation", "batch", "samples", "top1"]
 STATUSES = ("running", "finished", "diverged", "failed")
 
 

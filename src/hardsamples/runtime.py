@@ -1,7 +1,8 @@
 """Device, precision and the CUDA fast paths, decided once from the config.
 
-On CUDA: bf16 autocast, channels_last, cudnn.benchmark, TF32 and the fused SGD step. On the CPU:
-float32 and the plain memory layout, so CPU runs are exact and repeatable.
+On CUDA: the protocol's precision (paper_code: float32 as the authors; clean: bf16 autocast), its TF32
+settings, channels_last, cudnn.benchmark and the fused SGD step. On the CPU: float32 and the plain
+memory layout, so CPU runs are exact and repeatable.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ class Runtime:
     device: torch.device
     precision: str  # bf16 | fp32
     memory_format: torch.memory_format
+    # As set in torch.backends for this run (recorded in run.json); None on the CPU, where TF32 does not exist.
+    matmul_allow_tf32: bool | None = None
+    cudnn_allow_tf32: bool | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -32,20 +36,31 @@ class Runtime:
 
 def make_runtime(cfg) -> Runtime:
     device = _pick_device(cfg.device)
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise ConfigError(f"precision={precision} is unknown: use auto, bf16 or fp32")
+    fidelity = cfg.get("fidelity") or {}
+    precision = resolve_precision(cfg.precision, fidelity.get("precision", "auto"), device.type)
     channels_last = cfg.channels_last
     if channels_last == "auto":
         channels_last = device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    runtime = Runtime(device, precision, memory_format)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return Runtime(device, precision, memory_format)
+        # Set on every CUDA run, so one process running both protocols never inherits the other's.
+        torch.backends.cuda.matmul.allow_tf32 = runtime.matmul_allow_tf32 = bool(fidelity.get("matmul_tf32", True))
+        torch.backends.cudnn.allow_tf32 = runtime.cudnn_allow_tf32 = bool(fidelity.get("cudnn_tf32", True))
+    return runtime
+
+
+def resolve_precision(requested: str, protocol: str, device_type: str) -> str:
+    """bf16 or fp32: `precision` unless auto, then the protocol's (fidelity.precision), whose auto
+    means bf16 autocast on CUDA and float32 elsewhere. The CPU always runs float32."""
+    for key, value in (("precision", requested), ("fidelity.precision", protocol)):
+        if value not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"{key}={value} is unknown: use auto, bf16 or fp32")
+    if device_type != "cuda":
+        return "fp32"
+    choice = requested if requested != "auto" else protocol
+    return "bf16" if choice == "auto" else choice
 
 
 def _pick_device(name: str) -> torch.device:

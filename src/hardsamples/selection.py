@@ -3,13 +3,14 @@
 The interface is two questions the update loop asks:
   next_round()                  -> device LongTensor of batch ids to train, in training order
   observe(batch_ids, losses)    <- the loss each of those batches had when it was trained
-and, for policies that drop samples, `reduce(per_sample_losses, progress)` -> the loss to
-back-propagate and the number of samples kept.
+and, for policies that drop samples (`per_sample = True`), `reduce(per_sample_losses, epoch, epochs)`
+-> the loss to back-propagate and the number of samples kept. The others back-propagate the fused
+mean cross-entropy, as the authors' code did.
 
 The methods, each under the same budget of N x E updates:
   standard        Algorithm 1: every batch every epoch.
-  hard_batches    Algorithm 2: after round 0, the k = floor(delta x N) batches with the highest
-                  stored (stale) loss. With refresh=true (`hard_batches_refresh`), every stored loss
+  hard_batches    Algorithm 2: after round 0, the k = int(delta x N) (fidelity.hardest_count)
+                  batches with the highest stored (stale) loss. With refresh=true (`hard_batches_refresh`), every stored loss
                   is measured afresh before each round, at N extra forward passes a round.
   random_batches  Algorithm 2's rounds with the k batches drawn at random: the control for hardness.
   trimming        Mini-batch trimming: every batch every epoch, back-propagating only the mean loss
@@ -22,6 +23,7 @@ Python value from them inside a round, so a round runs without a single host syn
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -32,6 +34,7 @@ class StandardPolicy:
     """Algorithm 1: every batch, every round, in index order. A round is an epoch."""
 
     name = "standard"
+    per_sample = False  # the loop then back-propagates F.cross_entropy's fused mean
 
     def __init__(self, num_batches: int, device: torch.device):
         self.num_batches = num_batches
@@ -57,9 +60,6 @@ class StandardPolicy:
     def refresh(self, losses: torch.Tensor) -> None:
         """Fresh losses of all N batches, measured without updating the model."""
 
-    def reduce(self, per_sample_losses: torch.Tensor, progress: float) -> tuple[torch.Tensor, int]:
-        return per_sample_losses.mean(), per_sample_losses.shape[0]
-
     def state_dict(self) -> dict:
         return {"rounds_started": self.rounds_started}
 
@@ -73,20 +73,25 @@ class HardBatchesPolicy(StandardPolicy):
     Stored losses are stale by design: a batch's loss is updated only when it is trained. With
     refresh, the loop measures all N losses (forward only) before every round after round 0, so the
     choice is made on the current model instead; those passes are counted apart from the updates.
-    Ties go to the lower batch index (a stable sort of the descending losses).
+    Ties (equal stored losses) follow fidelity.tie_order: batch_index sends them to the lower batch
+    index; previous_rank keeps last round's order, as the authors' stable re-sort of their ranked list.
     """
 
     name = "hard_batches"
 
     def __init__(self, num_batches: int, delta: float, round_order: str, device: torch.device,
-                 refresh: bool = False):
+                 refresh: bool = False, count_rule: str = "decimal_floor", tie_order: str = "batch_index"):
         super().__init__(num_batches, device)
         if round_order not in ("index", "loss"):
             raise ConfigError(f"method.round_order={round_order} is unknown: use index or loss")
         if not isinstance(refresh, bool):
             raise ConfigError(f"method.refresh={refresh} is not a boolean: use true or false")
-        self.k = hardest_count(delta, num_batches)
-        self.round_order = round_order
+        if tie_order not in ("batch_index", "previous_rank"):
+            raise ConfigError(f"fidelity.tie_order={tie_order} is unknown: use batch_index or previous_rank")
+        self.k = hardest_count(delta, num_batches, count_rule)
+        self.round_order, self.tie_order = round_order, tie_order
+        # The ranking left by the last round; round 0 trains in index order, so it starts as 0..N-1.
+        self.ranking = torch.arange(num_batches, device=device)
         self.refreshes = refresh
         if refresh:
             self.name = "hard_batches_refresh"
@@ -103,8 +108,12 @@ class HardBatchesPolicy(StandardPolicy):
         return self.order_round(self.choose())
 
     def choose(self) -> torch.Tensor:
-        ranked = torch.argsort(self.stored_losses, descending=True, stable=True)
-        return ranked[: self.k]
+        if self.tie_order == "batch_index":
+            return torch.argsort(self.stored_losses, descending=True, stable=True)[: self.k]
+        # Stable sort of last round's ranking by its stored losses: equal losses keep their old order.
+        order = torch.argsort(self.stored_losses[self.ranking], descending=True, stable=True)
+        self.ranking = self.ranking[order]
+        return self.ranking[: self.k]
 
     def order_round(self, chosen: torch.Tensor) -> torch.Tensor:
         """Index order walks the batches as the authors' loader did; loss order keeps hardest first."""
@@ -120,11 +129,12 @@ class HardBatchesPolicy(StandardPolicy):
         self.stored_losses.copy_(losses)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "stored_losses": self.stored_losses.cpu()}
+        return {**super().state_dict(), "stored_losses": self.stored_losses.cpu(), "ranking": self.ranking.cpu()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.stored_losses.copy_(state["stored_losses"])
+        self.ranking.copy_(state["ranking"])
 
 
 class RandomBatchesPolicy(HardBatchesPolicy):
@@ -137,8 +147,9 @@ class RandomBatchesPolicy(HardBatchesPolicy):
 
     name = "random_batches"
 
-    def __init__(self, num_batches: int, delta: float, round_order: str, seed: int, device: torch.device):
-        super().__init__(num_batches, delta, round_order, device)
+    def __init__(self, num_batches: int, delta: float, round_order: str, seed: int, device: torch.device,
+                 count_rule: str = "decimal_floor"):
+        super().__init__(num_batches, delta, round_order, device, count_rule=count_rule)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))
 
@@ -166,10 +177,13 @@ class TrimmingPolicy(StandardPolicy):
     ends, step keeps `start` for the first half of training and `end` for the second.
 
     round() is Python's, half to even, as in the authors' code (`max(round(r), 1)`): r = 2.5 keeps 2.
-    q and r are computed on the host from the loop's progress, so trimming costs no synchronisation.
+    The linear shape is the authors' schedule, so r is computed with their arithmetic under both
+    protocols (see kept_count). r is computed on the host from the epoch, so trimming costs no
+    synchronisation.
     """
 
     name = "trimming"
+    per_sample = True
     shapes = ("linear", "cosine", "step")
 
     def __init__(self, num_batches: int, device: torch.device, start: float, end: float, shape: str):
@@ -189,17 +203,46 @@ class TrimmingPolicy(StandardPolicy):
             return self.end + (self.start - self.end) * (1.0 + math.cos(math.pi * progress)) / 2.0
         return self.start if progress < 0.5 else self.end
 
-    def reduce(self, per_sample_losses: torch.Tensor, progress: float) -> tuple[torch.Tensor, int]:
+    def kept_count(self, batch_size: int, epoch: int, epochs: int) -> int:
+        """r, the samples kept of a batch of M = batch_size in `epoch` (0-based) of `epochs`.
+
+        linear: mbtrim's r = e (b M - a M) / (E - 1) + a M, in that order of float operations. It
+        rounds differently from (a + (b - a) e / (E - 1)) M near halves: M = 41, E = 25, e = 15 gives
+        20.500000000000004 -> 21 where the other gives 20.5 -> 20.
+        """
+        a, b, m = self.start, self.end, batch_size
+        if self.shape == "linear":
+            r = a * m if epochs == 1 else epoch * (b * m - a * m) / (epochs - 1) + a * m
+        else:
+            r = self.keep_fraction(0.0 if epochs == 1 else epoch / (epochs - 1)) * m
+        return max(1, round(r))
+
+    def reduce(self, per_sample_losses: torch.Tensor, epoch: int, epochs: int) -> tuple[torch.Tensor, int]:
         batch_size = per_sample_losses.shape[0]
-        kept = max(1, round(self.keep_fraction(progress) * batch_size))
+        kept = self.kept_count(batch_size, epoch, epochs)
         if kept >= batch_size:  # the plain mean, so q = 1 is exactly Algorithm 1
             return per_sample_losses.mean(), batch_size
         return torch.topk(per_sample_losses, kept, sorted=False).values.mean(), kept
 
 
-def hardest_count(delta: float, num_batches: int) -> int:
-    """k = floor(delta x N), at least 1. The epsilon keeps 0.2 x 10 from flooring to 1 by rounding error."""
-    return max(1, math.floor(delta * num_batches + 1e-9))
+def hardest_count(delta: float, num_batches: int, rule: str) -> int:
+    """k, the batches trained per round after round 0.
+
+    float_int: the authors' int(delta * N) in binary floating point (0.7 * 90 = 62.99999999999999 -> 62;
+    0.58 * 50 -> 28). A k of 0 is refused: their code would then train only the first epoch.
+    decimal_floor: floor(delta x N) of delta as written in decimal (0.7 x 90 = 63, 0.58 x 50 = 29), at
+    least 1. Fraction(repr(delta)) is that decimal exactly, so no epsilon is needed.
+    """
+    if rule == "float_int":
+        k = int(delta * num_batches)
+        if k == 0:
+            raise ConfigError(f"delta={delta} x N={num_batches} batches gives k = int({delta * num_batches}) = 0"
+                              f" under fidelity.hardest_count=float_int: raise delta to at least {math.ceil(1e4 / num_batches) / 1e4:g}"
+                              " or use fidelity.hardest_count=decimal_floor (k at least 1)")
+        return k
+    if rule == "decimal_floor":
+        return max(1, math.floor(Fraction(repr(delta)) * num_batches))
+    raise ConfigError(f"fidelity.hardest_count={rule} is unknown: use float_int or decimal_floor")
 
 
 def build_policy(cfg, num_batches: int, device: torch.device):
@@ -214,9 +257,11 @@ def build_policy(cfg, num_batches: int, device: torch.device):
         return TrimmingPolicy(num_batches, device, cfg.method.start, cfg.method.end, cfg.method.shape)
     if method == "standard" or (method in ("hard_batches", "random_batches") and delta == 1.0):
         return StandardPolicy(num_batches, device)
+    count_rule = cfg.fidelity.hardest_count
     if method == "hard_batches":
-        return HardBatchesPolicy(num_batches, delta, cfg.method.round_order, device, refresh=cfg.method.refresh)
+        return HardBatchesPolicy(num_batches, delta, cfg.method.round_order, device, refresh=cfg.method.refresh,
+                                 count_rule=count_rule, tie_order=cfg.fidelity.tie_order)
     if method == "random_batches":
-        return RandomBatchesPolicy(num_batches, delta, cfg.method.round_order, cfg.seed, device)
+        return RandomBatchesPolicy(num_batches, delta, cfg.method.round_order, cfg.seed, device, count_rule)
     raise ConfigError(f"unknown method '{method}': use one of conf/method/"
                       " (standard, hard_batches, random_batches, trimming)")

@@ -17,6 +17,7 @@ import logging
 import math
 import sys
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,9 +31,9 @@ from hardsamples import records
 from hardsamples.cli import check_group_choices
 from hardsamples.data import eval_subset, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
-from hardsamples.evaluate import EvalSettings, evaluate
+from hardsamples.evaluate import EvalResult, EvalSettings, evaluate
 from hardsamples.launch import JobNote, claim_gpu
-from hardsamples.loop import Stopwatch, UpdateLoop, mean_segment_loss, segments_to_trace
+from hardsamples.loop import Stopwatch, UpdateLoop, device_clock, mean_segment_loss, segments_to_trace
 from hardsamples.models import build_model
 from hardsamples.records import RunRecord
 from hardsamples.runtime import make_runtime
@@ -134,18 +135,20 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         train_images, train_labels = data.train_images[train_ids], data.train_labels[train_ids]
     train = test = None
     while loop.state.updates < loop.budget:
+        started = device_clock(loop.batches.device)  # the updates alone: Table 1's time per update
         segments = loop.train_interval()
+        train_seconds = device_clock(loop.batches.device) - started
         seen_loss = mean_segment_loss(segments)
         interval = -(-loop.state.updates // loop.num_batches)
         if not math.isfinite(seen_loss):
             message = f"training loss became {seen_loss} in interval {interval}: lower optimizer.lr or check the data"
             log.error(message)
-            record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch))
+            record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch, train_seconds))
             record.set_status("diverged", error=message, finished_at=now())
             return "diverged"
         train = evaluate(loop.model, data, train_images, train_labels, settings)
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
-        row = interval_row(interval, loop, seen_loss, train, test, stopwatch)
+        row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
         record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
         if cfg.record.checkpoint:
             records.save_checkpoint(record.checkpoint_path, checkpoint_state(loop, record, stopwatch))
@@ -153,26 +156,46 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
                  cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss, test.top1,
                  row["seconds"])
-    # The paper's batch-level interval covers the whole training set, also when the intervals
-    # evaluated a subset; and a run resumed after its last row was written has no results at hand.
+    # The batch-level rows cover the whole training set, also when the intervals evaluated a subset;
+    # and a run resumed after its last row was written has no results at hand. In BatchNorm's train
+    # mode an evaluation moves only the running buffers, which that mode never reads, so these rows
+    # are the same whether or not the run was resumed; the interval kind still comes first.
     if train is None or train_ids is not None:
         train = evaluate(loop.model, data, data.train_images, data.train_labels, settings)
     if test is None:
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
-    record.write_batch_accuracy(
-        [{"split": split, "batch": i, "samples": n, "top1": acc}
-         for split, result in (("train", train), ("test", test))
-         for i, (n, acc) in enumerate(zip(result.batch_sizes, result.batch_top1))])
+    record.write_batch_accuracy(batch_rows("interval", train, test)
+                                + batch_rows("final", *final_evaluation(loop, settings, train, test)))
     record.set_status("finished", finished_at=now())
     return "finished"
 
 
-def interval_row(interval, loop, seen_loss, train, test, stopwatch) -> dict:
+def final_evaluation(loop: UpdateLoop, settings: EvalSettings, train: EvalResult,
+                     test: EvalResult) -> tuple[EvalResult, EvalResult]:
+    """The final model as the authors' metrics.py evaluated it: every sample in batches of batch_size,
+    shuffle=False, the last partial batch its own batch; the paper's +/- is a t-interval over these.
+    Without drop_last the interval kind already is exactly that, and is reused."""
+    if not settings.drop_last:
+        return train, test
+    final = replace(settings, average="per_batch", drop_last=False)
+    data = loop.data
+    return (evaluate(loop.model, data, data.train_images, data.train_labels, final),
+            evaluate(loop.model, data, data.test_images, data.test_labels, final))
+
+
+def batch_rows(evaluation: str, train: EvalResult, test: EvalResult) -> list[dict]:
+    return [{"split": split, "evaluation": evaluation, "batch": i, "samples": n, "top1": acc}
+            for split, result in (("train", train), ("test", test))
+            for i, (n, acc) in enumerate(zip(result.batch_sizes, result.batch_top1))]
+
+
+def interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds) -> dict:
     return {"interval": interval, "updates": loop.state.updates,
             "train_loss": train.loss if train else None, "train_top1": train.top1 if train else None,
             "seen_train_loss": seen_loss,
             "test_loss": test.loss if test else None, "test_top1": test.top1 if test else None,
-            "seconds": round(stopwatch.seconds, 3), "extra_forward_passes": loop.state.extra_forward_passes}
+            "seconds": round(stopwatch.seconds, 3), "train_seconds": round(train_seconds, 6),
+            "extra_forward_passes": loop.state.extra_forward_passes}
 
 
 def eval_settings(cfg, runtime) -> EvalSettings:
@@ -194,7 +217,9 @@ def run_header(cfg, loop: UpdateLoop, data, runtime, old: dict | None) -> dict:
         "num_batches": loop.num_batches, "k": getattr(loop.policy, "k", loop.num_batches),
         "epochs": cfg.epochs, "update_budget": loop.budget, "batch_size": cfg.batch_size,
         "image_size": cfg.image_size, "num_train": data.num_train, "num_test": int(data.test_labels.shape[0]),
-        "num_classes": data.num_classes, "channels": data.channels, "device": str(runtime.device), "precision": runtime.precision,
+        "num_classes": data.num_classes, "channels": data.channels, "device": str(runtime.device),
+        "precision": runtime.precision, "matmul_allow_tf32": runtime.matmul_allow_tf32,
+        "cudnn_allow_tf32": runtime.cudnn_allow_tf32,  # null on the CPU
         "versions": records.versions(), "git_commit": records.git_commit(),
         "started_at": old["started_at"] if old else now(), "finished_at": None,
         "resumed_from": old.get("resumed_from", []) if old else [],  # the update count at each resume
