@@ -10,7 +10,7 @@ SOURCE ?= records
 PYTEST_ARGS ?=
 launcher ?=
 
-.PHONY: setup test run sweep demo tables bench clean
+.PHONY: setup test run sweep demo study tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ sweep: setup
 demo: setup
 	$(MAKE) --no-print-directory sweep SWEEP=demo
 	$(MAKE) --no-print-directory tables RUNS=results/runs/demo OUT=results/demo
+
+# The study on real Fashion-MNIST (Debian's dataset-fashion-mnist, or DATA_DIR): both grids, skipping
+# every run already over (the committed records), then its tables and figures. ~60-80 min on 2 cores.
+study: setup
+	$(MAKE) --no-print-directory sweep SWEEP=fashion_mnist
+	$(MAKE) --no-print-directory sweep SWEEP=fashion_mnist_controls
+	$(MAKE) --no-print-directory tables RUNS=results/fashion_mnist/runs OUT=results/fashion_mnist
 
 tables: setup
 	$(PY) -m hardsamples.tables runs=$(RUNS) out=$(OUT) source=$(SOURCE) $(ARGS)
