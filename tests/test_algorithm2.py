@@ -14,6 +14,7 @@ N, E = 9, 3
 
 
 def expected_k(delta: float) -> int:
+    """The same under both protocols at N = 9: int(delta x 9) and floor(delta x 9) agree for these."""
     return {1.0: 9, 0.8: 7, 0.5: 4, 0.2: 1}[delta]
 
 
@@ -36,14 +37,21 @@ def test_budget_is_exactly_n_times_e_updates_with_e_evaluations(tmp_path, delta)
     assert metrics["updates"].tolist() == [N * t for t in range(1, E + 1)]
 
 
-def replay_hard_batches(trace: pd.DataFrame, k: int, round_order: str) -> None:
+def replay_hard_batches(trace: pd.DataFrame, k: int, round_order: str, tie_order: str, n: int = N) -> None:
     """Re-derive every round's choice from the losses the trace says were stored at its start."""
     first_round = trace[trace["round"] == 0]
-    assert first_round["batch"].tolist() == list(range(N)), "round 0 trains every batch once, in order"
+    assert first_round["batch"].tolist() == list(range(n)), "round 0 trains every batch once, in order"
     stored = dict(zip(first_round["batch"], first_round["loss"]))
+    ranking = list(range(n))  # round 0's order
     for round_index, rows in trace[trace["round"] > 0].groupby("round", sort=True):
-        # Sort by loss, descending; ties to the lower index. Batches not trained keep their stale loss.
-        ranked = sorted(stored, key=lambda b: (-stored[b], b))[:k]
+        # Sort by loss, descending. Ties: previous_rank (paper_code) re-sorts last round's ranking with a
+        # stable sort, as the authors; batch_index (clean) sends them to the lower index. Batches not
+        # trained keep their stale loss.
+        if tie_order == "previous_rank":
+            ranking = sorted(ranking, key=lambda b: -stored[b])
+        else:
+            ranking = sorted(stored, key=lambda b: (-stored[b], b))
+        ranked = ranking[:k]
         expected = sorted(ranked) if round_order == "index" else ranked
         is_last = round_index == trace["round"].max()
         chosen = rows["batch"].tolist()
@@ -51,15 +59,26 @@ def replay_hard_batches(trace: pd.DataFrame, k: int, round_order: str) -> None:
         stored.update(zip(rows["batch"], rows["loss"]))
 
 
+def tie_order(header: dict) -> str:
+    return header["config"]["fidelity"]["tie_order"]
+
+
 @pytest.mark.parametrize("delta", [0.8, 0.5, 0.2])
 def test_rounds_train_the_k_hardest_by_stale_stored_loss_in_index_order(tmp_path, delta):
-    _, trace, _ = trained(tmp_path, delta)
-    replay_hard_batches(trace, expected_k(delta), "index")
+    _, trace, header = trained(tmp_path, delta)
+    replay_hard_batches(trace, expected_k(delta), "index", tie_order(header))
+
+
+def test_clean_rounds_train_the_k_hardest_with_ties_to_the_lower_index(tmp_path):
+    # clean pads the last batch: N = 10, and k = floor(0.5 x 10) = 5.
+    _, trace, header = trained(tmp_path, 0.5, "fidelity=clean")
+    assert (header["num_batches"], header["k"], tie_order(header)) == (10, 5, "batch_index")
+    replay_hard_batches(trace, 5, "index", "batch_index", n=10)
 
 
 def test_loss_order_option_trains_hardest_first(tmp_path):
-    _, trace, _ = trained(tmp_path, 0.5, "method.round_order=loss")
-    replay_hard_batches(trace, expected_k(0.5), "loss")
+    _, trace, header = trained(tmp_path, 0.5, "method.round_order=loss")
+    replay_hard_batches(trace, expected_k(0.5), "loss", tie_order(header))
     # Loss order differs from index order in at least one round, or the option would be untested.
     later = trace[trace["round"] > 0].groupby("round")["batch"].apply(list)
     assert any(batches != sorted(batches) for batches in later)

@@ -98,7 +98,7 @@ def test_synthetic_has_the_requested_shape_and_hard_fraction():
     assert np.array_equal(host.train_images, again.train_images), "images depend on generator_seed only"
 
 
-def test_images_are_resized_once_on_the_device_and_stay_uint8():
+def test_images_are_resized_once_and_stay_uint8_on_the_device():
     host = load("digits", Path("."))
     data = to_device(host, 16, "imagenet", torch.device("cpu"))
     assert data.train_images.dtype == torch.uint8 and data.train_images.shape[-2:] == (16, 16)

@@ -15,11 +15,16 @@ def test_a_finished_run_writes_the_documented_record(tmp_path):
     assert train_in_process(tmp_path, ["delta=0.5", "record.trace=true"]) == "finished"
     header = json.loads((tmp_path / "run.json").read_text())
     for key in ("model", "dataset", "method", "delta", "seed", "fidelity", "num_batches", "k", "update_budget",
-                "versions", "git_commit", "config", "run_id", "started_at", "finished_at"):
+                "versions", "git_commit", "config", "run_id", "started_at", "finished_at", "precision",
+                "matmul_allow_tf32", "cudnn_allow_tf32"):
         assert key in header, key
     assert (header["status"], header["error"], header["method"]) == ("finished", None, "hard_batches")
     assert header["config"]["optimizer"]["lr"] == 0.005 and header["fidelity"] == "paper_code"
-    assert list(read_metrics(tmp_path).columns) == METRIC_COLUMNS
+    metrics = read_metrics(tmp_path)
+    assert list(metrics.columns) == METRIC_COLUMNS
+    # train_seconds: each interval's updates alone, a part of the run's wall clock (which adds evaluation).
+    assert (metrics["train_seconds"] > 0).all()
+    assert metrics["train_seconds"].sum() < metrics["seconds"].iloc[-1]
     assert list(pd.read_csv(tmp_path / "trace.csv").columns) == TRACE_COLUMNS
     batches = pd.read_csv(tmp_path / "batch_accuracy.csv")
     assert list(batches.columns) == BATCH_ACCURACY_COLUMNS
@@ -38,7 +43,8 @@ def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_p
     train_in_process(tmp_path / "clean", ["epochs=1", "fidelity=clean"])
     for protocol in ("paper", "clean"):
         final = read_metrics(tmp_path / protocol).iloc[-1]
-        batches = pd.read_csv(tmp_path / protocol / "batch_accuracy.csv").query("split == 'test' and evaluation == 'interval'")
+        batches = pd.read_csv(tmp_path / protocol / "batch_accuracy.csv")
+        batches = batches.query("split == 'test' and evaluation == 'interval'")
         if protocol == "paper":  # the mean of per-batch accuracies, full batches only
             assert final["test_top1"] == pytest.approx(batches["top1"].mean())
         else:  # every sample, weighted by batch size
@@ -49,7 +55,8 @@ def test_paper_code_metrics_are_means_of_batch_values_and_clean_ones_exact(tmp_p
 def test_a_train_subset_is_evaluated_each_interval_and_the_whole_set_at_the_end(tmp_path):
     assert train_in_process(tmp_path, ["epochs=1", "fidelity=clean", "eval.train_subset=200"]) == "finished"
     batches = pd.read_csv(tmp_path / "batch_accuracy.csv").query("split == 'train'")
-    assert batches.groupby("evaluation")["samples"].sum().to_dict() == {"final": 600, "interval": 600}  # clean: every training sample in the final batch accuracies
+    # clean: every training sample in the final batch accuracies, of both kinds
+    assert batches.groupby("evaluation")["samples"].sum().to_dict() == {"final": 600, "interval": 600}
     header = json.loads((tmp_path / "run.json").read_text())
     assert header["config"]["eval"]["train_subset"] == 200
 

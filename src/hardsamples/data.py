@@ -225,9 +225,9 @@ def to_device(host: HostData, image_size: int, normalization: str, device: torch
 def _resize_then_move(images: np.ndarray, size: int, device: torch.device, memory_format: torch.memory_format,
                       chunk: int = 4096) -> torch.Tensor:
     """Bilinear with antialias on CPU uint8 tensors: pixel for pixel PIL's Resize((S, S)), as the authors
-    resized (tests/test_datasets.py checks it): the CPU's uint8 kernel uses PIL's fixed-point
-    arithmetic, the CUDA one computes in float and can land one level off. Each resized chunk is then
-    copied to the device, so the host holds one chunk at a time."""
+    resized (tests/test_fidelity.py checks it): the CPU's uint8 kernel uses PIL's fixed-point
+    arithmetic; the CUDA kernel computes in float and is not known to match it, so the resize never
+    runs there. Each resized chunk is then copied to the device, so the host holds one chunk at a time."""
     out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8, device=device,
                       memory_format=memory_format)
     for start in range(0, len(images), chunk):

@@ -9,9 +9,9 @@ mean cross-entropy, as the authors' code did.
 
 The methods, each under the same budget of N x E updates:
   standard        Algorithm 1: every batch every epoch.
-  hard_batches    Algorithm 2: after round 0, the k = int(delta x N) (fidelity.hardest_count)
-                  batches with the highest stored (stale) loss. With refresh=true (`hard_batches_refresh`), every stored loss
-                  is measured afresh before each round, at N extra forward passes a round.
+  hard_batches    Algorithm 2: after round 0, the k batches (about delta x N: fidelity.hardest_count)
+                  with the highest stored (stale) loss. With refresh=true (`hard_batches_refresh`),
+                  every stored loss is measured afresh before each round, at N extra forward passes a round.
   random_batches  Algorithm 2's rounds with the k batches drawn at random: the control for hardness.
   trimming        Mini-batch trimming: every batch every epoch, back-propagating only the mean loss
                   of its round(q x B) hardest samples, q falling over training.
@@ -236,8 +236,9 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
     if rule == "float_int":
         k = int(delta * num_batches)
         if k == 0:
+            least = math.ceil(1e4 / num_batches) / 1e4  # 4 decimals, rounded up so that int(least * N) >= 1
             raise ConfigError(f"delta={delta} x N={num_batches} batches gives k = int({delta * num_batches}) = 0"
-                              f" under fidelity.hardest_count=float_int: raise delta to at least {math.ceil(1e4 / num_batches) / 1e4:g}"
+                              f" under fidelity.hardest_count=float_int: raise delta to at least {least:g}"
                               " or use fidelity.hardest_count=decimal_floor (k at least 1)")
         return k
     if rule == "decimal_floor":
