@@ -88,7 +88,10 @@ def test_group_means_intervals_and_delta_e(tmp_path):
     assert ours.loc[1.0, "test_top1_ci95"] == pytest.approx(expected.half_width)
     assert ours.loc[0.5, "e_mean"] == pytest.approx(5.0)
     assert ours.loc[0.5, "e_ci95"] == pytest.approx(t_interval([4, 5, 6]).half_width)
-    assert ours.loc[0.5, "delta_e_pct"] == pytest.approx((8 - 5) / 5 * 100)
+    # Delta-e paired by seed: geometric mean of e_1 / e_delta = 8/4, 8/5, 8/6; the paper's way (ratio of
+    # the means) beside it
+    assert ours.loc[0.5, "delta_e_pct"] == pytest.approx((np.exp(np.mean(np.log([8 / 4, 8 / 5, 8 / 6]))) - 1) * 100)
+    assert ours.loc[0.5, "delta_e_of_means_pct"] == pytest.approx((8 - 5) / 5 * 100)
     # the paper's kind of interval: t over one run's per-batch accuracies (50, 60, 70)
     assert ours.loc[1.0, "test_top1_batch_ci95"] == pytest.approx(t_interval([50, 60, 70]).half_width)
     # the paper's numbers beside ours, and the difference
@@ -189,14 +192,16 @@ def test_paper_grid_fills_every_row(tmp_path):
 
 def test_methods_table_compares_with_standard(tmp_path):
     for seed in (0, 1):
-        write_run(tmp_path, delta=1.0, seed=seed, e=8, test_top1=60.0 + seed)
+        write_run(tmp_path, delta=1.0, seed=seed, e=6, test_top1=60.0 + seed)
         write_run(tmp_path, method="trimming", delta=1.0, seed=seed, e=4, test_top1=62.0 + seed)
-        write_run(tmp_path, method="random_batches", delta=0.5, seed=seed, e=10, test_top1=59.0)
+        write_run(tmp_path, method="random_batches", delta=0.5, seed=seed, e=8, test_top1=59.0)
     sections, _, _ = tables_for(tmp_path)
     methods = sections["methods"].data.set_index("method")
-    assert methods.loc["trimming", "delta_e_pct"] == pytest.approx((8 - 4) / 4 * 100)
+    assert methods.loc["trimming", "delta_e_pct"] == pytest.approx((6 - 4) / 4 * 100)
     assert methods.loc["trimming", "test_top1_vs_standard"] == pytest.approx(2.0)
-    assert methods.loc["random_batches", "delta_e_pct"] == pytest.approx((8 - 10) / 10 * 100)
+    assert methods.loc["trimming", "test_top1_diff"] == pytest.approx(2.0)  # paired: the same 2.0 in each seed
+    assert methods.loc["random_batches", "delta_e_pct"] == pytest.approx((6 - 8) / 8 * 100)
+    assert methods.loc["random_batches", "pairs"] == 2
     assert "table3_cifar10" in sections  # standard still makes its delta table
 
 
@@ -224,7 +229,9 @@ def test_sensitivity_has_every_rule(tmp_path):
     sections, _, _ = tables_for(tmp_path)
     data = sections["sensitivity"].data.set_index("delta")
     assert data.loc[0.5, "delta_e_relative_pct"] == pytest.approx(100.0)
-    assert data.loc[0.5, "e_absolute_censored"] == 1 and data.loc[0.5, "e_absolute_mean"] == 10
+    # censored: counted, never averaged in as E
+    assert data.loc[0.5, "e_absolute_censored"] == 1 and math.isnan(data.loc[0.5, "e_absolute_mean"])
+    assert data.loc[0.5, "e_absolute_censored_why"] == "1 never met" and data.loc[0.5, "pairs_censored_absolute"] == 1
     summary = sections["sensitivity_summary"].data.set_index("rule")
     assert set(summary.index) == {"relative", "relative_coarse", "plateau", "absolute"}
 
