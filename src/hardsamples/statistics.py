@@ -154,23 +154,26 @@ def holm(p_values, alpha: float = 0.05) -> np.ndarray:
     return out
 
 
-def seeds_needed(sd: float, difference: float = 1.0, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Seeds (pairs) for a two-sided paired t-test at `alpha` to detect `difference` with `power`,
-    when the paired differences spread with sd `sd` (statsmodels TTestPower). At least 2."""
+def seeds_needed(sd: float, difference: float = 1.0, alpha: float = 0.05, power: float = 0.8,
+                 most: int = 5000) -> float:
+    """Seeds (pairs) for a two-sided paired t-test at `alpha` to detect `difference` with `power`, when
+    the paired differences spread with sd `sd`: the smallest n >= 2 whose power (statsmodels
+    TTestPower) reaches it; NaN past `most`. Searched rather than solved: the solver has no root below
+    2 and statsmodels' noncentral t returns NaN where the power is 1 to machine precision."""
     from statsmodels.stats.power import TTestPower
 
     if sd is None or math.isnan(sd):
         return math.nan
     if sd == 0:
         return 2.0
+    n = np.arange(2, most + 1)
+    effect = difference / sd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            n = TTestPower().solve_power(effect_size=difference / sd, alpha=alpha, power=power,
-                                         alternative="two-sided")
-        except (ValueError, RuntimeError):
-            return math.nan
-    return float(max(2, math.ceil(np.asarray(n).item())))
+        reached = TTestPower().power(effect_size=effect, nobs=n, alpha=alpha, alternative="two-sided")
+    reached = np.where(np.isnan(reached) & (effect * np.sqrt(n) > 8), 1.0, reached)
+    hit = np.flatnonzero(reached >= power)
+    return float(n[hit[0]]) if len(hit) else math.nan
 
 
 def sign_test(earlier: int, later: int) -> float:
