@@ -389,4 +389,4 @@ def test_methods_paired_by_seed_on_the_studys_shape(tmp_path):
     trimming = methods.loc["trimming"]
     assert trimming["e_censored"] == 5 and trimming["pairs_censored"] == 5 and trimming["later"] == 5
     assert "5 still falling" in trimming["e_censored_why"]
-    assert "(5 of 5 censored)" in set(sections["methods"].display["e"].map(lambda s: s[s.find("("):]))
+    assert "– (5 of 5 censored: 5 still falling)" in set(sections["methods"].display["e"])

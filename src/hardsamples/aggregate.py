@@ -160,7 +160,8 @@ def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0
             row[f"{split}_top1_batch_mean"] = used[f"{split}_top1_batch_mean"].mean()
             row[f"{split}_top1_batch_ci95"] = used[f"{split}_top1_batch_ci95"].mean()
         for name in rules:
-            row.update(_interval_columns(f"e_{name}", t_interval(used[f"e_{name}"], confidence, (1, key[3]))))
+            epochs = row["epochs"]  # e lives on [1, E]
+            row.update(_interval_columns(f"e_{name}", t_interval(used[f"e_{name}"], confidence, (1, epochs))))
             censored = used[used[f"converged_{name}"] == False]  # noqa: E712
             row.update({f"e_{name}_n": int(used[f"e_{name}"].notna().sum()), f"e_{name}_censored": len(censored),
                         f"e_{name}_censored_why": _count_text(censored[f"reason_{name}"])})

@@ -109,8 +109,9 @@ def e_cell(row) -> str:
     converged = row.get("e_n", row["n_seeds"])
     converged = 0 if pd.isna(converged) else int(converged)
     text = (with_ci(row["e_mean"], row["e_ci95"], converged, 1, row.get("e_low"), row.get("e_high"),
-                    row.get("e_clipped", False)) if converged else "censored")
-    return text + (f" ({censored} of {int(row['n_seeds'])} censored)" if censored else "")
+                    row.get("e_clipped", False)) if converged else "–")
+    why = row.get("e_censored_why") or ""
+    return text + (f" ({censored} of {int(row['n_seeds'])} censored{': ' + why if why else ''})" if censored else "")
 
 
 def delta_e_cell(row, prefix: str = "delta_e") -> str:
