@@ -30,8 +30,10 @@ def step_curve(epochs: int, e: int, high: float = 2.0, low: float = 0.01) -> lis
 def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1.0, seed=0, fidelity="paper_code",
               epochs=10, e=5, train_top1=90.0, test_top1=60.0, status="finished", intervals=None,
               batch_top1=(50.0, 60.0, 70.0), seconds_per_update=0.01, image_size=32, batch_size=64, losses=None,
-              method_options=None, fidelity_options=None):
-    """One run directory shaped as hardsamples.train writes it."""
+              method_options=None, fidelity_options=None, train_seconds=None, final_top1=None, test_curve=None):
+    """One run directory shaped as hardsamples.train writes it. train_seconds (seconds per update of the
+    updates alone) and final_top1 (the final-model evaluation's batch top-1s) write the newer record
+    format: a train_seconds column, and batch_accuracy.csv rows marked evaluation=interval/final."""
     method = method or ("standard" if delta == 1.0 else "hard_batches")
     name = f"{model}-{dataset}-{method}-d{delta}-s{seed}-{fidelity}-E{epochs}" + "".join(
         f"-{k}{v}" for k, v in {**(method_options or {}), **(fidelity_options or {})}.items())
@@ -48,14 +50,28 @@ def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1
         "finished_at": f"2026-01-01T00:00:{seed:02d}+00:00" if status == "finished" else None, "config": config})
     losses = losses or step_curve(epochs, e)
     rows = [{"interval": t, "updates": 10 * t, "train_loss": losses[t - 1], "train_top1": train_top1,
-             "seen_train_loss": losses[t - 1], "test_loss": 1.0, "test_top1": test_top1,
+             "seen_train_loss": losses[t - 1], "test_loss": 1.0,
+             "test_top1": test_top1 if test_curve is None else test_curve[t - 1],
              "seconds": seconds_per_update * 10 * t, "extra_forward_passes": 0}
             for t in range(1, (intervals or epochs) + 1)]
-    write_csv(run_dir / "metrics.csv", METRIC_COLUMNS, rows)
+    metric_columns = list(METRIC_COLUMNS)
+    if train_seconds is not None:  # the first interval pays a warm-up of 1 s
+        metric_columns += [] if "train_seconds" in metric_columns else ["train_seconds"]
+        for row in rows:
+            row["train_seconds"] = train_seconds * 10 + (1.0 if row["interval"] == 1 else 0.0)
+    write_csv(run_dir / "metrics.csv", metric_columns, rows)
     if status == "finished":
-        write_csv(run_dir / "batch_accuracy.csv", BATCH_ACCURACY_COLUMNS,
-                  [{"split": split, "batch": i, "samples": 64, "top1": acc}
-                   for split in ("train", "test") for i, acc in enumerate(batch_top1)])
+        batch_rows = [{"split": split, "batch": i, "samples": 64, "top1": acc}
+                      for split in ("train", "test") for i, acc in enumerate(batch_top1)]
+        columns = list(BATCH_ACCURACY_COLUMNS)
+        if final_top1 is not None:
+            columns += [] if "evaluation" in columns else ["evaluation"]
+            batch_rows = [{**r, "evaluation": "interval"} for r in batch_rows] + [
+                {"split": split, "batch": i, "samples": 64, "top1": acc, "evaluation": "final"}
+                for split in ("train", "test") for i, acc in enumerate(final_top1)]
+        elif "evaluation" in columns:
+            batch_rows = [{**r, "evaluation": "interval"} for r in batch_rows]
+        write_csv(run_dir / "batch_accuracy.csv", columns, batch_rows)
     return run_dir
 
 
@@ -88,7 +104,10 @@ def test_group_means_intervals_and_delta_e(tmp_path):
     assert ours.loc[1.0, "test_top1_ci95"] == pytest.approx(expected.half_width)
     assert ours.loc[0.5, "e_mean"] == pytest.approx(5.0)
     assert ours.loc[0.5, "e_ci95"] == pytest.approx(t_interval([4, 5, 6]).half_width)
-    assert ours.loc[0.5, "delta_e_pct"] == pytest.approx((8 - 5) / 5 * 100)
+    # Delta-e paired by seed: geometric mean of e_1 / e_delta = 8/4, 8/5, 8/6; the paper's way (ratio of
+    # the means) beside it
+    assert ours.loc[0.5, "delta_e_pct"] == pytest.approx((np.exp(np.mean(np.log([8 / 4, 8 / 5, 8 / 6]))) - 1) * 100)
+    assert ours.loc[0.5, "delta_e_of_means_pct"] == pytest.approx((8 - 5) / 5 * 100)
     # the paper's kind of interval: t over one run's per-batch accuracies (50, 60, 70)
     assert ours.loc[1.0, "test_top1_batch_ci95"] == pytest.approx(t_interval([50, 60, 70]).half_width)
     # the paper's numbers beside ours, and the difference
@@ -189,14 +208,16 @@ def test_paper_grid_fills_every_row(tmp_path):
 
 def test_methods_table_compares_with_standard(tmp_path):
     for seed in (0, 1):
-        write_run(tmp_path, delta=1.0, seed=seed, e=8, test_top1=60.0 + seed)
+        write_run(tmp_path, delta=1.0, seed=seed, e=6, test_top1=60.0 + seed)
         write_run(tmp_path, method="trimming", delta=1.0, seed=seed, e=4, test_top1=62.0 + seed)
-        write_run(tmp_path, method="random_batches", delta=0.5, seed=seed, e=10, test_top1=59.0)
+        write_run(tmp_path, method="random_batches", delta=0.5, seed=seed, e=8, test_top1=59.0)
     sections, _, _ = tables_for(tmp_path)
     methods = sections["methods"].data.set_index("method")
-    assert methods.loc["trimming", "delta_e_pct"] == pytest.approx((8 - 4) / 4 * 100)
+    assert methods.loc["trimming", "delta_e_pct"] == pytest.approx((6 - 4) / 4 * 100)
     assert methods.loc["trimming", "test_top1_vs_standard"] == pytest.approx(2.0)
-    assert methods.loc["random_batches", "delta_e_pct"] == pytest.approx((8 - 10) / 10 * 100)
+    assert methods.loc["trimming", "test_top1_diff"] == pytest.approx(2.0)  # paired: the same 2.0 in each seed
+    assert methods.loc["random_batches", "delta_e_pct"] == pytest.approx((6 - 8) / 8 * 100)
+    assert methods.loc["random_batches", "pairs"] == 2
     assert "table3_cifar10" in sections  # standard still makes its delta table
 
 
@@ -224,7 +245,9 @@ def test_sensitivity_has_every_rule(tmp_path):
     sections, _, _ = tables_for(tmp_path)
     data = sections["sensitivity"].data.set_index("delta")
     assert data.loc[0.5, "delta_e_relative_pct"] == pytest.approx(100.0)
-    assert data.loc[0.5, "e_absolute_censored"] == 1 and data.loc[0.5, "e_absolute_mean"] == 10
+    # censored: counted, never averaged in as E
+    assert data.loc[0.5, "e_absolute_censored"] == 1 and math.isnan(data.loc[0.5, "e_absolute_mean"])
+    assert data.loc[0.5, "e_absolute_censored_why"] == "1 never met" and data.loc[0.5, "pairs_censored_absolute"] == 1
     summary = sections["sensitivity_summary"].data.set_index("rule")
     assert set(summary.index) == {"relative", "relative_coarse", "plateau", "absolute"}
 
@@ -277,3 +300,93 @@ def test_table2_counts_the_model_beside_the_paper(tmp_path):
     row = sections["table2"].data.iloc[0]
     assert row["params_m"] == pytest.approx(1.528, abs=1e-3) and row["paper_params_m"] == 1.52
     assert row["gflops"] == pytest.approx(0.0377, abs=1e-3) and row["paper_gflops"] == 0.03
+
+
+def converging_curve(epochs: int, e: int) -> list[float]:
+    """Step-shaped as in a converging run: falling from 2.3 to 1.0 until e - 1, at 0.001 from e."""
+    return list(np.linspace(2.3, 1.0, e - 1)) + [0.001] * (epochs - e + 1)
+
+
+def test_paper_shaped_records_give_the_papers_delta_e(tmp_path):
+    """Runs converging at the paper's e (2 seeds, E = 100) give the paper's printed Delta-e in every row
+    the paper is self-consistent in and whose e leaves the hold window (e <= 91 of 100)."""
+    from hardsamples.consistency import close, consistency_report
+
+    paper = load_paper()
+    for _, r in paper.tables.dropna(subset=["e"]).iterrows():
+        for seed in (0, 1):
+            write_run(tmp_path, dataset=r["dataset"], model=r["model"], delta=r["delta"], seed=seed, epochs=100,
+                      losses=converging_curve(100, int(r["e"])), image_size=128, batch_size=512)
+    _, _, rows = tables_for(tmp_path, **{"convergence.rules": "{relative: {kind: relative, tolerance: 0.01}}"})
+    report = consistency_report(paper).delta_e
+    checked = 0
+    for _, c in report[report["status"] == "consistent"].iterrows():
+        ours = rows[(rows["dataset"] == c["dataset"]) & (rows["model"] == c["model"]) & (rows["delta"] == c["delta"])]
+        row = ours.iloc[0]
+        if max(c["e_1"], c["e_delta"]) > 91:
+            assert row["pairs_censored"] == 2 and math.isnan(row["delta_e_pct"])  # e = 100: cannot be confirmed
+            continue
+        text = paper.delta_e_text[(paper.tables["dataset"] == c["dataset"]) & (paper.tables["model"] == c["model"])
+                                  & (paper.tables["delta"] == c["delta"])].iloc[0]
+        assert close(row["delta_e_pct"], c["printed"], text), (c["dataset"], c["network"], c["delta"])
+        assert row["delta_e_low"] == pytest.approx(row["delta_e_pct"])  # identical seeds: no spread
+        checked += 1
+    assert checked >= 20
+
+
+def test_table1_times_the_updates_alone_when_recorded(tmp_path):
+    for seed in (0, 1, 2):  # wall clock says delta = 1.0 is slower (it ran first); train_seconds says 10% faster
+        write_run(tmp_path / "new", delta=1.0, seed=seed, seconds_per_update=0.05, train_seconds=0.010)
+        write_run(tmp_path / "new", delta=0.5, seed=seed, seconds_per_update=0.02, train_seconds=0.011)
+        write_run(tmp_path / "old", delta=1.0, seed=seed, seconds_per_update=0.05)
+        write_run(tmp_path / "old", delta=0.5, seed=seed, seconds_per_update=0.02)
+    sections, runs, _ = tables_for(tmp_path / "new")
+    t1 = sections["table1"].data.set_index("delta")
+    assert t1.loc[1.0, "seconds_per_update_mean"] == pytest.approx(0.010)  # warm-up interval left out
+    assert t1.loc[0.5, "ratio_to_delta_1"] == pytest.approx(1.1) and t1.loc[0.5, "ratio_pairs"] == 3
+    assert set(t1["timing"]) == {"train_seconds"}
+    assert any("first interval left out as warm-up" in n for n in sections["table1"].notes)
+    sections, _, _ = tables_for(tmp_path / "old")
+    t1 = sections["table1"].data.set_index("delta")
+    assert t1.loc[0.5, "ratio_to_delta_1"] == pytest.approx(0.4) and set(t1["timing"]) == {"wall clock"}
+    assert any("include evaluation" in n for n in sections["table1"].notes)
+    assert "wall clock (incl. evaluation, start-up)" in set(sections["table1"].display["timed"])
+
+
+def test_the_papers_interval_uses_the_final_rows_when_recorded(tmp_path):
+    write_run(tmp_path / "new", final_top1=(70.0, 80.0, 90.0, 100.0))
+    write_run(tmp_path / "old")
+    new = tables_for(tmp_path / "new")[2].iloc[0]
+    assert new["test_top1_batch_mean"] == pytest.approx(85.0)
+    assert new["test_top1_batch_ci95"] == pytest.approx(t_interval([70, 80, 90, 100]).half_width)
+    assert new["batch_evaluation"] == "final"
+    old = tables_for(tmp_path / "old")[2].iloc[0]
+    assert old["test_top1_batch_mean"] == pytest.approx(60.0) and old["batch_evaluation"].startswith("interval")
+
+
+def test_methods_paired_by_seed_on_the_studys_shape(tmp_path):
+    """Fashion-MNIST study shape: 5 seeds, E = 20, methods against standard (hard_batches at delta = 1)."""
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        shared = rng.normal(0, 2.0)  # the seed's initial weights move every method alike
+        write_run(tmp_path, delta=1.0, seed=seed, epochs=20, e=12, test_top1=90 + shared)
+        write_run(tmp_path, method="random_batches", delta=0.2, seed=seed, epochs=20, e=14,
+                  test_top1=89.5 + shared + rng.normal(0, 0.2))
+        write_run(tmp_path, method="hard_batches_refresh", delta=0.2, seed=seed, epochs=20, e=10 + seed % 2,
+                  test_top1=90.3 + shared + rng.normal(0, 0.2))
+        write_run(tmp_path, method="trimming", delta=1.0, seed=seed, epochs=20,
+                  losses=list(2.3 - 0.1 * np.arange(20)), test_top1=90 + shared)  # still falling: censored
+    sections, _, rows = tables_for(tmp_path)
+    methods = sections["methods"].data.set_index("method")
+    assert (methods.drop("standard")["pairs"] == 5).all()
+    random = methods.loc["random_batches"]
+    assert random["test_top1_diff"] == pytest.approx(-0.5, abs=0.3) and random["test_top1_diff_high"] < 0
+    assert random["test_top1_diff_boot_low"] < random["test_top1_diff"] < random["test_top1_diff_boot_high"]
+    assert random["delta_e_pct"] == pytest.approx((12 / 14 - 1) * 100) and random["later"] == 5
+    assert methods.drop("standard")["test_top1_diff_p_holm"].notna().all()
+    compared = methods.drop("standard")
+    assert (compared["test_top1_diff_p_holm"] >= compared["test_top1_diff_p"]).all()
+    trimming = methods.loc["trimming"]
+    assert trimming["e_censored"] == 5 and trimming["pairs_censored"] == 5 and trimming["later"] == 5
+    assert "5 still falling" in trimming["e_censored_why"]
+    assert "– (5 of 5 censored: 5 still falling)" in set(sections["methods"].display["e"])

@@ -52,7 +52,9 @@ def test_end_to_end_from_two_trained_runs(tmp_path, capsys):
     assert list(table.columns[:4]) == ["dataset", "model", "network", "delta"]
     assert set(DELTA_CSV) <= set(table.columns)
     assert list(table["delta"]) == [1.0, 0.5] and (table["n_seeds"] == 1).all()
-    assert table["test_top1_mean"].between(0, 100).all() and table["e_mean"].between(1, 3).all()
+    assert table["test_top1_mean"].between(0, 100).all()
+    # three intervals cannot confirm convergence (hold window 3): e is censored, counted, never averaged
+    assert (table["e_mean"].between(1, 3) | (table["e_censored"] == 1)).all()
     # the Markdown tables go to the terminal too
     assert "## Per-delta table: synthetic (not in the paper) — protocol paper_code, E=3" in printed
     assert "| network     | δ   | seeds   | train top-1" in printed

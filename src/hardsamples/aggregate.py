@@ -18,10 +18,23 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hardsamples.convergence import convergence_epoch
+from hardsamples.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
 from hardsamples.loading import PROTOCOL, run_table
 from hardsamples.paper import Paper, model_sort_key
-from hardsamples.statistics import best_change_pct, delta_e_pct, t_interval
+from hardsamples.statistics import (
+    best_change_pct,
+    best_of_k_null,
+    delta_e_pct,
+    holm,
+    paired,
+    paired_ratio,
+    ratio_to_delta_e_pct,
+    ratio_to_fewer_epochs_pct,
+    residual_sd,
+    seeds_needed,
+    sign_test,
+    t_interval,
+)
 
 # variant: the method's options where they differ from conf/method/<method>.yaml (say shape=cosine
 # for trimming), so two settings of one method are never averaged together either (_label_settings).
@@ -42,7 +55,8 @@ def protocol_slug(row) -> str:
 
 
 def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    """One row per run: final metrics, e under every rule, and whether it enters the means (and why not)."""
+    """One row per run: final metrics, e under every rule, and whether it enters the means (and why not).
+    e_<rule> is NaN for a censored run; converged_<rule> and reason_<rule> say so and why."""
     runs = run_table(df)
     _label_settings(runs)
     runs["included"] = runs["status"] == "finished"
@@ -51,8 +65,9 @@ def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
     for name, rule in rules.items():
         results = [convergence_epoch(curve, **rule) if included else None
                    for curve, included in zip(runs["train_loss_curve"], runs["included"])]
-        runs[f"e_{name}"] = [r.epoch if r else math.nan for r in results]
+        runs[f"e_{name}"] = [r.epoch if r and r.converged else math.nan for r in results]
         runs[f"converged_{name}"] = [r.converged if r else None for r in results]
+        runs[f"reason_{name}"] = [r.reason if r else "" for r in results]
     return runs
 
 
@@ -118,38 +133,161 @@ def _same(a, b) -> bool:
                                                       and math.isnan(a) and math.isnan(b))
 
 
-def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0.95) -> pd.DataFrame:
-    """Mean and t-interval over seeds for each (dataset, model, protocol, method, delta); Delta-e against
-    the block's standard delta = 1.0 row, under the chosen rule and (as e_<rule>, delta_e_<rule>) every rule."""
+# conf/tables.yaml's `statistics` and the reach target, with these defaults when a caller gives none.
+SETTINGS = {"bootstrap_min_seeds": 5, "bootstrap_resamples": 9999, "power": 0.8, "detectable_pp": 1.0,
+            "reach_target": "best", "smooth": GUARDS["smooth"]}
+TOP1 = (0.0, 100.0)  # the scale top-1 intervals are clipped to
+
+
+def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0.95,
+               settings: dict | None = None) -> pd.DataFrame:
+    """Mean and t-interval over seeds for each (dataset, model, protocol, method, delta), e over the
+    seeds that converged (censored ones counted apart), and every comparison with the block's
+    standard delta = 1.0 row paired by seed (paired_columns). The chosen rule's columns also under
+    plain names (e_mean, delta_e_pct, ...)."""
+    settings = {**SETTINGS, **(settings or {})}
     rows = []
     identified = runs.dropna(subset=["dataset", "model", "method", "delta"])
     for key, same in identified.groupby(GROUP, dropna=False):
         used = same[same["included"]]
         row = dict(zip(GROUP, key), n_seeds=len(used), n_runs=len(same),
-                   not_in_means=_count_text(same.loc[~same["included"], "note"]))
-        for metric in ("train_top1", "test_top1", "seconds_per_update"):
-            interval = t_interval(used[metric], confidence)
-            row.update({f"{metric}_mean": interval.mean, f"{metric}_ci95": interval.half_width})
+                   not_in_means=_count_text(same.loc[~same["included"], "note"]),
+                   timing=", ".join(sorted(set(used["timing"].dropna()) - {""})),
+                   batch_evaluation=", ".join(sorted(set(used["batch_evaluation"].dropna()))))
+        for metric, bounds in (("train_top1", TOP1), ("test_top1", TOP1), ("seconds_per_update", None)):
+            row.update(_interval_columns(metric, t_interval(used[metric], confidence, bounds)))
         for split in ("train", "test"):  # the paper's kind of interval, one per run: their mean over seeds
+            row[f"{split}_top1_batch_mean"] = used[f"{split}_top1_batch_mean"].mean()
             row[f"{split}_top1_batch_ci95"] = used[f"{split}_top1_batch_ci95"].mean()
         for name in rules:
-            interval = t_interval(used[f"e_{name}"], confidence)
-            row.update({f"e_{name}_mean": interval.mean, f"e_{name}_ci95": interval.half_width,
-                        f"e_{name}_censored": int((used[f"converged_{name}"] == False).sum())})  # noqa: E712
+            epochs = row["epochs"]  # e lives on [1, E]
+            row.update(_interval_columns(f"e_{name}", t_interval(used[f"e_{name}"], confidence, (1, epochs))))
+            censored = used[used[f"converged_{name}"] == False]  # noqa: E712
+            row.update({f"e_{name}_n": int(used[f"e_{name}"].notna().sum()), f"e_{name}_censored": len(censored),
+                        f"e_{name}_censored_why": _count_text(censored[f"reason_{name}"])})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     is_base = (table["method"] == "standard") & (table["delta"] == 1.0)
-    for name in rules:  # the baseline row has no Delta-e of its own, as in the paper
+    for name in rules:  # the paper's way, from the mean e of each row: kept for comparison only
         base = _baseline(table, f"e_{name}_mean")
-        table[f"delta_e_{name}_pct"] = [delta_e_pct(b, e) for b, e in zip(base, table[f"e_{name}_mean"])]
-        table.loc[is_base, f"delta_e_{name}_pct"] = math.nan
+        table[f"delta_e_{name}_of_means_pct"] = [delta_e_pct(b, e) for b, e in zip(base, table[f"e_{name}_mean"])]
+        table.loc[is_base, f"delta_e_{name}_of_means_pct"] = math.nan
     table["test_top1_vs_standard"] = table["test_top1_mean"] - _baseline(table, "test_top1_mean")
-    for part in ("mean", "ci95", "censored"):  # the chosen rule's columns under plain names
-        table[f"e_{part}"] = table[f"e_{rule}_{part}"]
-    table["delta_e_pct"] = table[f"delta_e_{rule}_pct"]
+    table = table.join(paired_columns(runs, table, rules, confidence, settings))
+    for column, plain in rule_columns(rule).items():  # the chosen rule under plain names
+        table[plain] = table[column] if column in table else math.nan
     return sort_rows(table)
+
+
+def rule_columns(name: str) -> dict:
+    """The columns group_rows writes for one rule, each with its plain name."""
+    columns = {f"e_{name}_{p}": f"e_{p}" for p in ("mean", "ci95", "low", "high", "clipped", "n", "censored",
+                                                   "censored_why")}
+    columns.update({f"delta_e_{name}_{p}": f"delta_e_{p}" for p in ("pct", "low", "high", "boot_low", "boot_high",
+                                                                   "p", "of_means_pct")})
+    columns[f"fewer_epochs_{name}_pct"] = "fewer_epochs_pct"
+    columns.update({f"{p}_{name}": p for p in ("pairs_converged", "pairs_censored", "earlier", "later", "ties",
+                                               "unknown", "sign_p")})
+    return columns
+
+
+def _interval_columns(name: str, interval) -> dict:
+    return {f"{name}_mean": interval.mean, f"{name}_ci95": interval.half_width, f"{name}_low": interval.low,
+            f"{name}_high": interval.high, f"{name}_clipped": interval.clipped}
+
+
+def paired_columns(runs: pd.DataFrame, table: pd.DataFrame, rules: dict, confidence: float,
+                   settings: dict) -> pd.DataFrame:
+    """For each row but the baseline: every difference to the same block's standard delta = 1.0 runs
+    of the same seeds (same initial weights, same first epoch). Rows without a baseline stay empty."""
+    used = runs[runs["included"]].dropna(subset=["seed"])
+    groups = {key: same.set_index("seed") for key, same in used.groupby(GROUP, dropna=False)}
+    out = {}
+    for index, row in table.iterrows():
+        if row["method"] == "standard" and row["delta"] == 1.0:
+            continue
+        base = groups.get(tuple(row[BLOCK]) + ("standard", "", 1.0))
+        mine = groups.get(tuple(row[GROUP]))
+        if base is None or mine is None:
+            continue
+        seeds = sorted(set(mine.index) & set(base.index))
+        out[index] = compare(mine.loc[seeds], base.loc[seeds], rules, confidence, settings)
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def compare(mine: pd.DataFrame, base: pd.DataFrame, rules: dict, confidence: float, settings: dict) -> dict:
+    """One row's paired comparison: runs of the same seeds, aligned by seed."""
+    boot = (settings["bootstrap_min_seeds"], settings["bootstrap_resamples"])
+    row = {"pairs": len(mine)}
+    for metric in ("test_top1", "train_top1"):
+        row.update(_paired_columns(f"{metric}_diff", paired(mine[metric], base[metric], confidence, *boot)))
+    row["seeds_needed"] = seeds_needed(row["test_top1_diff_sd"], settings["detectable_pp"], 1 - confidence,
+                                       settings["power"])
+    for name in rules:
+        row.update(_delta_e_columns(mine, base, name, confidence, boot))
+    for metric, higher in (("train_loss", False), ("test_top1", True)):
+        row.update(_reach_columns(mine, base, metric, higher, confidence, boot, settings))
+    return row
+
+
+def _paired_columns(name: str, r) -> dict:
+    return {name: r.estimate, f"{name}_low": r.low, f"{name}_high": r.high, f"{name}_boot_low": r.boot_low,
+            f"{name}_boot_high": r.boot_high, f"{name}_p": r.p_value, f"{name}_dz": r.effect_size,
+            f"{name}_sd": r.sd, f"{name}_n": r.n}
+
+
+def _delta_e_columns(mine, base, name, confidence, boot) -> dict:
+    """Delta-e = e_1 / e_delta - 1 from the geometric mean of the per-seed ratios of seeds where both
+    converged; censored pairs are counted, and enter the sign test wherever their order is known (a
+    converged run is earlier than a censored one of the same seed)."""
+    e_one, e_mine = base[f"e_{name}"], mine[f"e_{name}"]
+    c_one, c_mine = base[f"converged_{name}"] == True, mine[f"converged_{name}"] == True  # noqa: E712
+    both = c_one & c_mine
+    earlier = int((both & (e_mine < e_one)).sum() + (c_mine & ~c_one).sum())
+    later = int((both & (e_mine > e_one)).sum() + (~c_mine & c_one).sum())
+    r = paired_ratio(e_one, e_mine, confidence, *boot)
+    return {f"delta_e_{name}_pct": ratio_to_delta_e_pct(r.estimate), f"delta_e_{name}_low": ratio_to_delta_e_pct(r.low),
+            f"delta_e_{name}_high": ratio_to_delta_e_pct(r.high),
+            f"delta_e_{name}_boot_low": ratio_to_delta_e_pct(r.boot_low),
+            f"delta_e_{name}_boot_high": ratio_to_delta_e_pct(r.boot_high), f"delta_e_{name}_p": r.p_value,
+            f"fewer_epochs_{name}_pct": ratio_to_fewer_epochs_pct(r.estimate),
+            f"pairs_converged_{name}": r.n, f"pairs_censored_{name}": int((~both).sum()),
+            f"earlier_{name}": earlier, f"later_{name}": later, f"ties_{name}": int((both & (e_mine == e_one)).sum()),
+            f"unknown_{name}": int((~c_one & ~c_mine).sum()), f"sign_p_{name}": sign_test(earlier, later)}
+
+
+def _reach_columns(mine, base, metric, higher, confidence, boot, settings) -> dict:
+    """Epochs for delta to reach the same seed's delta = 1 target (best or final, smoothed), and the
+    delta = 1 run's own epochs to it; the speed-up t_1 / t_delta over seeds that reached it."""
+    kind, smooth = settings["reach_target"], settings["smooth"]
+    t_one, t_mine = [], []
+    for seed in mine.index:
+        target = reach_target(base.loc[seed, f"{metric}_curve"], higher, kind, smooth)
+        t_one.append(epochs_to_reach(base.loc[seed, f"{metric}_curve"], target, higher, smooth))
+        t_mine.append(epochs_to_reach(mine.loc[seed, f"{metric}_curve"], target, higher, smooth))
+    t_one, t_mine = (np.array([math.nan if t is None else t for t in ts], dtype=float) for ts in (t_one, t_mine))
+    r = paired_ratio(t_one, t_mine, confidence, *boot)
+    name = f"reach_{metric}"
+    return {f"{name}_epochs": np.nanmean(t_mine) if np.isfinite(t_mine).any() else math.nan,
+            f"{name}_base_epochs": np.nanmean(t_one) if np.isfinite(t_one).any() else math.nan,
+            f"{name}_reached": int(np.isfinite(t_mine).sum()), f"{name}_speedup": r.estimate,
+            f"{name}_speedup_low": r.low, f"{name}_speedup_high": r.high}
+
+
+def with_holm(table: pd.DataFrame, by: list[str] | None) -> pd.DataFrame:
+    """Holm-adjusted p-values across the cells of each table (`by`: what makes one table; None: all
+    rows are one table), for the test top-1 difference and Delta-e."""
+    table = table.copy()
+    for p in ("test_top1_diff_p", "delta_e_p"):
+        if p not in table:
+            table[p] = math.nan
+        table[f"{p}_holm"] = math.nan
+        parts = table.groupby(by, dropna=False) if by else [(None, table)]
+        for _, part in parts:
+            table.loc[part.index, f"{p}_holm"] = holm(part[p])
+    return table
 
 
 def _baseline(table: pd.DataFrame, column: str) -> pd.Series:
@@ -197,23 +335,34 @@ def delta_table(rows: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     for ours_column, paper_column in (("train_top1_mean", "paper_train_top1"), ("test_top1_mean", "paper_test_top1"),
                                       ("e_mean", "paper_e"), ("delta_e_pct", "paper_delta_e_pct")):
         table[f"{ours_column.removesuffix('_mean')}_minus_paper"] = table[ours_column] - table[paper_column]
-    return sort_rows(table)
+    return sort_rows(with_holm(table, ["dataset", *PROTOCOL]))
 
 
-def table6(rows: pd.DataFrame, paper: Paper) -> pd.DataFrame:
-    """Best test top-1 over delta < 1 against delta = 1.0: (best - base) / best x 100, the paper beside.
-    Algorithm 2 as configured by default only (variant '')."""
+def table6(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Best test top-1 over delta < 1 against delta = 1.0: (best - base) / best x 100, the paper beside,
+    and what picking the best of k deltas gives when no delta has any effect (best_of_k_null, with the
+    seed spread of the block's runs). Algorithm 2 as configured by default only (variant '')."""
     ours = rows[rows["method"].isin(DELTA_METHODS) & (rows["variant"] == "") & (rows["n_seeds"] > 0)]
     out = []
     for key, block in ours.groupby(BLOCK, sort=False):
         base = block.loc[block["delta"] == 1.0, "test_top1_mean"]
+        base = base.iloc[0] if len(base) else math.nan
         others = block[block["delta"] < 1.0]
         best = others.loc[others["test_top1_mean"].idxmax()] if len(others) else None
-        out.append({**dict(zip(BLOCK, key)), "base_test_top1": base.iloc[0] if len(base) else math.nan,
-                    "best_delta": best["delta"] if best is not None else math.nan,
-                    "best_test_top1": best["test_top1_mean"] if best is not None else math.nan})
-    table = pd.DataFrame(out, columns=BLOCK + ["base_test_top1", "best_delta", "best_test_top1"])
+        best_top1 = best["test_top1_mean"] if best is not None else math.nan
+        sd, seeds = _residual_sd(runs, dict(zip(BLOCK, key))) if runs is not None else (math.nan, 0)
+        null = best_of_k_null(len(others), sd / math.sqrt(seeds) if seeds else math.nan, best_top1 - base)
+        out.append({**dict(zip(BLOCK, key)), "base_test_top1": base,
+                    "best_delta": best["delta"] if best is not None else math.nan, "best_test_top1": best_top1,
+                    "gain_pp": best_top1 - base, "k": len(others), "residual_sd": sd, "seeds_complete": seeds,
+                    "null_expected_gain_pp": null.expected_gain, "null_p_best_wins": null.p_best_wins,
+                    "null_upper95_pp": null.upper95, "selection_p": null.p_value})
+    table = pd.DataFrame(out, columns=BLOCK + ["base_test_top1", "best_delta", "best_test_top1", "gain_pp", "k",
+                                              "residual_sd", "seeds_complete", "null_expected_gain_pp",
+                                              "null_p_best_wins", "null_upper95_pp", "selection_p"])
     table["change_pct"] = [best_change_pct(b, a) for b, a in zip(table["best_test_top1"], table["base_test_top1"])]
+    table["null_expected_change_pct"] = [best_change_pct(a + g, a) for a, g in
+                                         zip(table["base_test_top1"], table["null_expected_gain_pp"])]
     reported = paper.table6.rename(columns={"test_top1_change_pct": "paper_change_pct"})
     table = table.merge(reported[["dataset", "model", "network", "paper_change_pct"]], on=["dataset", "model"], how="left")
     table["network"] = table["network"].fillna(table["model"])
@@ -221,19 +370,52 @@ def table6(rows: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     return sort_rows(table)
 
 
-def table1(rows: pd.DataFrame, paper: Paper) -> pd.DataFrame:
-    """Seconds per update for each delta (wall clock of the run over its updates, evaluation included)."""
+def _residual_sd(runs: pd.DataFrame, block: dict) -> tuple[float, int]:
+    """Run-to-run sd of final test top-1 in one block (Algorithms 1 and 2, default settings), each
+    seed's shared part removed: statistics.residual_sd over a delta x seed table."""
+    mask = runs["included"] & runs["method"].isin(DELTA_METHODS) & (runs["variant"] == "")
+    for column, value in block.items():
+        mask &= runs[column] == value
+    grid = runs[mask].pivot_table(index="delta", columns="seed", values="test_top1", aggfunc="first")
+    return residual_sd(grid)
+
+
+def table1(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Seconds per update for each delta (loading.update_time says which measurement: `timing`), and
+    its ratio to delta = 1.0 paired by seed (geometric mean of per-seed ratios, t-interval on logs)."""
     ours = rows[rows["method"].isin(DELTA_METHODS) & (rows["n_seeds"] > 0)].copy()
     base = _baseline(ours, "seconds_per_update_mean") if len(ours) else pd.Series(dtype=float)
-    ours["ratio_to_delta_1"] = ours["seconds_per_update_mean"] / base
+    ours["ratio_of_means"] = ours["seconds_per_update_mean"] / base
+    ratios = [_time_ratio(runs, r) if runs is not None else None for _, r in ours.iterrows()]
+    for part in ("estimate", "low", "high"):
+        ours[f"ratio_to_delta_1{'' if part == 'estimate' else '_' + part}"] = [
+            getattr(r, part) if r is not None else math.nan for r in ratios]
+    ours["ratio_pairs"] = [r.n if r is not None else 0 for r in ratios]
     reported = paper.table1.rename(columns={"seconds_per_iteration": "paper_seconds_per_update"})
     paper_base = reported.loc[reported["delta"] == 1.0, "paper_seconds_per_update"].iloc[0]
     reported = reported.assign(dataset="cifar10",  # the paper timed ResNet-18 on CIFAR-10
                                paper_ratio_to_delta_1=reported["paper_seconds_per_update"] / paper_base)
     ours = ours.merge(reported, on=["dataset", "model", "image_size", "delta"], how="left")
-    columns = BLOCK + ["method", "variant", "delta", "n_seeds", "seconds_per_update_mean", "seconds_per_update_ci95",
-                       "ratio_to_delta_1", "paper_seconds_per_update", "paper_ratio_to_delta_1"]
+    columns = BLOCK + ["method", "variant", "delta", "n_seeds", "timing", "seconds_per_update_mean",
+                       "seconds_per_update_ci95", "ratio_to_delta_1", "ratio_to_delta_1_low", "ratio_to_delta_1_high",
+                       "ratio_pairs", "ratio_of_means", "paper_seconds_per_update", "paper_ratio_to_delta_1"]
     return sort_rows(ours[columns])
+
+
+def _time_ratio(runs: pd.DataFrame, row):
+    """Seconds per update of this row's runs over the same seeds' delta = 1.0 runs."""
+    if row["method"] == "standard" and row["delta"] == 1.0:
+        return None
+    used = runs[runs["included"]].dropna(subset=["seed"])
+    mask = pd.Series(True, index=used.index)
+    for column in BLOCK:
+        mask &= used[column] == row[column]
+    block = used[mask]
+    base = block[(block["method"] == "standard") & (block["delta"] == 1.0)].set_index("seed")["seconds_per_update"]
+    mine = block[(block["method"] == row["method"]) & (block["variant"] == row["variant"])
+                 & (block["delta"] == row["delta"])].set_index("seed")["seconds_per_update"]
+    seeds = sorted(set(base.index) & set(mine.index))
+    return paired_ratio(mine.loc[seeds], base.loc[seeds]) if seeds else None
 
 
 def table2(runs: pd.DataFrame, paper: Paper) -> pd.DataFrame:
@@ -257,28 +439,51 @@ def table2(runs: pd.DataFrame, paper: Paper) -> pd.DataFrame:
 
 
 def methods_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every method against standard (delta = 1.0, same dataset, model and protocol)."""
-    columns = GROUP + ["n_seeds", "not_in_means", "test_top1_mean", "test_top1_ci95", "test_top1_vs_standard",
-                       "e_mean", "e_ci95", "e_censored", "delta_e_pct"]
+    """Every method against standard (delta = 1.0, same dataset, model, protocol and seeds), Holm over
+    the table's rows."""
+    columns = GROUP + ["n_seeds", "not_in_means", "pairs", "test_top1_mean", "test_top1_ci95", "test_top1_low",
+                       "test_top1_high", "test_top1_clipped", "test_top1_vs_standard", "seeds_needed", "e_mean", "e_ci95",
+                       "e_n", "e_censored", "e_censored_why", "pairs_converged", "pairs_censored", "earlier", "later",
+                       "ties", "unknown", "sign_p", "fewer_epochs_pct"]
+    columns += [c for c in ("test_top1_diff", "test_top1_diff_low", "test_top1_diff_high", "test_top1_diff_boot_low",
+                            "test_top1_diff_boot_high", "test_top1_diff_p", "test_top1_diff_dz", "delta_e_pct",
+                            "delta_e_low", "delta_e_high", "delta_e_boot_low", "delta_e_boot_high", "delta_e_p",
+                            "reach_train_loss_epochs", "reach_train_loss_base_epochs", "reach_train_loss_reached",
+                            "reach_train_loss_speedup", "reach_test_top1_epochs", "reach_test_top1_base_epochs",
+                            "reach_test_top1_reached", "reach_test_top1_speedup") if c not in columns]
     blocks = rows.loc[~rows["method"].isin(DELTA_METHODS), BLOCK].drop_duplicates()
-    return rows.merge(blocks, on=BLOCK)[columns].pipe(sort_rows)
+    table = rows.merge(blocks, on=BLOCK)
+    table = table.reindex(columns=columns)
+    return with_holm(table, None).pipe(sort_rows)
 
 
 def sensitivity_table(rows: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    """e and Delta-e of every model, dataset and delta under each convergence rule."""
-    columns = GROUP + ["n_seeds"] + [c for name in rules for c in (f"e_{name}_mean", f"e_{name}_censored",
-                                                                     f"delta_e_{name}_pct")]
-    return rows.loc[rows["method"].isin(DELTA_METHODS), columns].reset_index(drop=True)
+    """e and Delta-e (paired, with its interval and censored pairs) of every model, dataset and delta
+    under each convergence rule."""
+    columns = GROUP + ["n_seeds"] + [c for name in rules for c in (
+        f"e_{name}_mean", f"e_{name}_n", f"e_{name}_censored", f"e_{name}_censored_why", f"delta_e_{name}_pct",
+        f"delta_e_{name}_low", f"delta_e_{name}_high", f"pairs_converged_{name}", f"pairs_censored_{name}",
+        f"earlier_{name}", f"later_{name}")]
+    return rows.loc[rows["method"].isin(DELTA_METHODS)].reindex(columns=columns).reset_index(drop=True)
 
 
 def sensitivity_summary(sensitivity: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    """How the conclusion 'smaller delta converges earlier' moves with the rule: signs of Delta-e."""
+    """How 'smaller delta converges earlier' moves with the rule. Cells (delta < 1 rows) with every
+    pair converged are counted by the sign of Delta-e and by whether its interval excludes 0; cells with
+    a censored pair are counted apart, never in the signs."""
     below = sensitivity[sensitivity["delta"] < 1.0]
     out = []
     for name in rules:
-        d = below[f"delta_e_{name}_pct"]
-        out.append({"rule": name, "rows": int(d.notna().sum()), "earlier (delta-e > 0)": int((d > 0).sum()),
-                    "same (= 0)": int((d == 0).sum()), "later (< 0)": int((d < 0).sum()),
-                    "mean delta-e %": d.mean(),
+        converged, censored = below[f"pairs_converged_{name}"].fillna(0), below[f"pairs_censored_{name}"].fillna(0)
+        clean = below[(converged > 0) & (censored == 0)]
+        d = clean[f"delta_e_{name}_pct"]
+        out.append({"rule": name, "cells": len(below), "all pairs converged": len(clean),
+                    "earlier (Δe > 0)": int((d > 0).sum()), "same (= 0)": int((d == 0).sum()),
+                    "later (< 0)": int((d < 0).sum()),
+                    "interval above 0": int((clean[f"delta_e_{name}_low"] > 0).sum()),
+                    "interval below 0": int((clean[f"delta_e_{name}_high"] < 0).sum()),
+                    "cells with censored pairs": int(((censored > 0) & (converged > 0)).sum()),
+                    "cells with no converged pair": int((converged == 0).sum()),
+                    "mean Δe % (all-converged cells)": d.mean(),
                     "censored seeds (all deltas)": int(sensitivity[f"e_{name}_censored"].sum())})
     return pd.DataFrame(out)

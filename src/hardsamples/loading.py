@@ -25,10 +25,12 @@ IDENTITY = ["run_id", "run_name", "run_dir", "source", "sweep", "dataset", "mode
             "num_batches", "status", "error", "finished_at"]
 BATCH_STATS = ["train_top1_batch_mean", "train_top1_batch_ci95", "train_top1_batches",
                "test_top1_batch_mean", "test_top1_batch_ci95", "test_top1_batches"]
+BATCH_INFO = ["batch_evaluation"]  # which rows of batch_accuracy.csv gave the paper's kind of interval
 # The metrics.csv columns the tables read (records.METRIC_COLUMNS has them all; not imported, so that
-# `make tables` needs no torch until Table 2 builds the models).
-METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds"]
-COLUMNS = IDENTITY + BATCH_STATS + ["config"] + METRICS
+# `make tables` needs no torch until Table 2 builds the models). train_seconds (the interval's updates
+# alone, no evaluation or start-up) is absent from older records: read when there, empty when not.
+METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds", "train_seconds"]
+COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRICS
 # What makes two runs measure the same thing besides model, dataset, method and delta: records that
 # differ here are never averaged together, and every table names them.
 PROTOCOL = ["fidelity", "epochs", "batch_size", "image_size"]
@@ -64,14 +66,23 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
     if batch_file.exists():
         run.update(batch_stats(pd.read_csv(batch_file), confidence))
     metrics_file = run_dir / "metrics.csv"
-    metrics = pd.read_csv(metrics_file, usecols=METRICS) if metrics_file.exists() else pd.DataFrame(columns=METRICS)
+    metrics = (pd.read_csv(metrics_file, usecols=lambda c: c in METRICS) if metrics_file.exists()
+               else pd.DataFrame(columns=METRICS))
     return _with_rows(run, metrics.to_dict("records"))
 
 
 def batch_stats(batches: pd.DataFrame, confidence: float = 0.95) -> dict:
     """The paper's interval: t over the per-batch top-1 of the final model (unweighted, as its
-    metrics.py does), one run, n = number of batches."""
-    out = {}
+    metrics.py does), one run, n = number of batches; the mean of those batch top-1s beside it.
+
+    Records with an `evaluation` column hold the authors' kind of final evaluation as "final" rows (all
+    batches of batch_size, the last partial one its own batch) and use those; older records have only
+    the interval evaluation's batches, and say so in batch_evaluation."""
+    if "evaluation" in batches and (batches["evaluation"] == "final").any():
+        batches, kind = batches[batches["evaluation"] == "final"], "final"
+    else:
+        kind = "interval (record without final rows)"
+    out = {"batch_evaluation": kind}
     for split in ("train", "test"):
         interval = t_interval(batches.loc[batches["split"] == split, "top1"], confidence)
         out.update({f"{split}_top1_batch_mean": interval.mean, f"{split}_top1_batch_ci95": interval.half_width,
@@ -144,13 +155,35 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: identity, the last interval reached with its metrics, and the train-loss curve."""
     ordered = df.sort_values(["run_dir", "interval"])
     runs = ordered.groupby("run_dir", sort=True).head(1).set_index("run_dir")[
-        [c for c in IDENTITY if c != "run_dir"] + BATCH_STATS + ["config"]]
+        [c for c in IDENTITY if c != "run_dir"] + BATCH_STATS + BATCH_INFO + ["config"]]
     curves = ordered.dropna(subset=["interval"]).groupby("run_dir")
     last = curves.tail(1).set_index("run_dir")[["interval", "updates", "seconds", "train_loss", "train_top1",
                                                 "test_loss", "test_top1"]]
     runs = runs.join(last.rename(columns={"interval": "intervals"}))
     runs["intervals"] = runs["intervals"].fillna(0).astype(int)
-    runs["train_loss_curve"] = curves["train_loss"].apply(lambda s: s.to_numpy(dtype=float)).reindex(runs.index)
-    runs["train_loss_curve"] = [c if isinstance(c, np.ndarray) else np.array([]) for c in runs["train_loss_curve"]]
-    runs["seconds_per_update"] = runs["seconds"] / runs["updates"].replace(0, np.nan)
+    for metric in ("train_loss", "test_top1"):
+        curve = curves[metric].apply(lambda s: s.to_numpy(dtype=float)).reindex(runs.index)
+        runs[f"{metric}_curve"] = [c if isinstance(c, np.ndarray) else np.array([]) for c in curve]
+    timing = curves.apply(update_time, include_groups=False).reindex(runs.index)
+    runs["seconds_per_update"] = [t[0] if isinstance(t, tuple) else np.nan for t in timing]
+    runs["timing"] = [t[1] if isinstance(t, tuple) else "" for t in timing]
     return runs.reset_index()
+
+
+TIMING_TRAIN = "train_seconds"  # median per-interval update time, first interval left out as warm-up
+TIMING_WALL = "wall clock"  # older records: the run's cumulative seconds over its updates
+
+
+def update_time(intervals: pd.DataFrame) -> tuple[float, str]:
+    """Seconds per update of one run, and which measurement it is.
+
+    With train_seconds (the interval's updates alone): the median over intervals of train_seconds /
+    updates in that interval, the first interval left out (warm-up: kernel selection, caches), unless
+    it is the only one. Without it: cumulative seconds / updates at the last interval, which includes
+    evaluation, checkpoints and process start-up."""
+    updates = intervals["updates"].diff().fillna(intervals["updates"]).to_numpy(dtype=float)
+    if intervals["train_seconds"].notna().all() and len(intervals):
+        rates = intervals["train_seconds"].to_numpy(dtype=float) / np.where(updates > 0, updates, np.nan)
+        return float(np.nanmedian(rates[1:] if len(rates) > 1 else rates)), TIMING_TRAIN
+    last = intervals.iloc[-1]
+    return (float(last["seconds"] / last["updates"]) if last["updates"] else np.nan), TIMING_WALL

@@ -45,7 +45,7 @@ def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame
                 loss_ax.plot([e.iloc[0]], [np.interp(e.iloc[0], mean_loss.index, mean_loss.values)], "o",
                              color=colour, markersize=6, markeredgecolor="black")
         loss_ax.set(xlabel="interval t = updates / N", ylabel="train loss", yscale="log",
-                    title="train loss (dot: mean convergence epoch e)")
+                    title="train loss (dot: mean e of the seeds that converged)")
         test_ax.set(xlabel="interval t = updates / N", ylabel="test top-1 (%)", title="test top-1")
         for ax in (loss_ax, test_ax):
             ax.xaxis.get_major_locator().set_params(integer=True)
