@@ -10,12 +10,19 @@ Every rule works on the same prepared curve and passes the same guards first:
   smoothing   S = running median of `smooth` intervals (ends padded with their own value). A median
               leaves monotone curves and steps exactly as they are and removes a one-interval blip,
               so one +0.05 spike at t = 70 cannot move e from 38 to 71.
+  noise       sigma = the curve's interval-to-interval noise: a robust standard deviation (scaled
+              MAD) of its first differences L_(t+1) - L_t, divided by sqrt(2). The MAD is taken about
+              the median difference, so a steady trend does not count as noise. Every tolerance below
+              is at least noise_band x sigma: a change smaller than the curve's own noise cannot be
+              told from a plateau. A noiseless curve (sigma = 0) is judged by the tolerances alone.
+  too noisy   noise_band x sigma > max_noise x (S_1 - min S): the swings are a large share of the
+              whole decrease, so no plateau can be located. Censored ("too noisy").
   stuck       total decrease S_1 - min S < min_decrease x S_1: the run barely learned after its first
               interval. Censored ("stuck"), never e = 1.
   falling     with the last w = max(3, ceil(hold_fraction x E)) intervals as the hold window:
-              S_(E-w+1) - S_E > falling_tolerance x (S_1 - min S), i.e. the loss still fell by more
-              than that share of its whole decrease within the window. Censored ("still falling"):
-              the run has no floor yet to converge to.
+              S_(E-w+1) - S_E > max(falling_tolerance x (S_1 - min S), noise_band x sigma), i.e. the
+              loss still fell within the window by more than that share of its whole decrease and
+              more than its noise. Censored ("still falling"): the run has no floor yet to converge to.
   confirmed   the rule's e must leave at least w intervals in which its criterion is seen to hold
               (e <= E - w + 1); a criterion first met in the last w intervals is censored ("not
               confirmed"), since it cannot be told from a curve still on its way down.
@@ -23,9 +30,10 @@ Every rule works on the same prepared curve and passes the same guards first:
 Then the rule, on S:
 
   relative  (the default) the first t from which the loss stays within `tolerance` of the run's total
-            decrease above its floor: S_u - min S <= tolerance x (S_1 - min S) for every u >= t.
+            decrease above its floor: S_u - min S <= max(tolerance x (S_1 - min S), noise_band x sigma)
+            for every u >= t.
   plateau   early stopping's rule: the first t whose best-so-far loss is not improved by more than
-            `min_improvement` x (S_1 - min S) within the next `patience` intervals (patience =
+            max(`min_improvement` x (S_1 - min S), noise_band x sigma) within the next `patience` intervals (patience =
             ceil(patience_fraction x E), at least 1). The window must be complete (t + patience <= E).
             Can fire on an early stall that the curve later leaves.
   absolute  the first t from which S_u <= `threshold` (nats) for every u >= t.
@@ -45,21 +53,31 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import median_filter
+from scipy.stats import median_abs_deviation
 
-GUARDS = {"smooth": 3, "min_decrease": 0.1, "hold_fraction": 0.1, "falling_tolerance": 0.01}
+GUARDS = {"smooth": 3, "min_decrease": 0.1, "hold_fraction": 0.1, "falling_tolerance": 0.01, "noise_band": 2.0,
+          "max_noise": 0.25}
 
 
 @dataclass(frozen=True)
 class Convergence:
     epoch: int  # the interval t (1-based); E when censored (then only a lower bound)
     converged: bool
-    reason: str = ""  # why censored: stuck, still falling, not confirmed, never met, diverged, empty
+    reason: str = ""  # why censored: stuck, too noisy, still falling, not confirmed, never met, diverged, empty
 
 
 def smoothed(curve, smooth: int = 3) -> np.ndarray:
     """Running median of `smooth` (odd) intervals, ends padded with their own value."""
     values = np.asarray(curve, dtype=float)
     return median_filter(values, size=smooth, mode="nearest") if smooth > 1 and len(values) else values
+
+
+def noise_level(curve) -> float:
+    """sigma: robust sd of the first differences (scaled MAD about their median) / sqrt(2); 0 below 3 points."""
+    steps = np.diff(np.asarray(curve, dtype=float))
+    if len(steps) < 2:
+        return 0.0
+    return float(median_abs_deviation(steps, scale="normal")) / math.sqrt(2)
 
 
 def hold_window(epochs: int, hold_fraction: float) -> int:
@@ -74,13 +92,13 @@ def _first_from_which_all(ok: np.ndarray) -> int | None:
     return 0 if len(bad) == 0 else int(bad[-1]) + 1
 
 
-def relative(s: np.ndarray, tolerance: float) -> int | None:
-    return _first_from_which_all(s - s.min() <= tolerance * (s[0] - s.min()))
+def relative(s: np.ndarray, tolerance: float, noise: float = 0.0) -> int | None:
+    return _first_from_which_all(s - s.min() <= max(tolerance * (s[0] - s.min()), noise))
 
 
-def plateau(s: np.ndarray, patience_fraction: float, min_improvement: float) -> int | None:
+def plateau(s: np.ndarray, patience_fraction: float, min_improvement: float, noise: float = 0.0) -> int | None:
     patience = max(1, math.ceil(patience_fraction * len(s)))
-    margin = min_improvement * (s[0] - s.min())
+    margin = max(min_improvement * (s[0] - s.min()), noise)
     best_so_far = np.minimum.accumulate(s)
     for i in range(len(s) - patience):  # complete windows only: i + patience <= E - 1
         if best_so_far[i] - s[i + 1: i + 1 + patience].min() <= margin:
@@ -88,27 +106,33 @@ def plateau(s: np.ndarray, patience_fraction: float, min_improvement: float) -> 
     return None
 
 
-def absolute(s: np.ndarray, threshold: float) -> int | None:
+def absolute(s: np.ndarray, threshold: float, noise: float = 0.0) -> int | None:
+    """A fixed threshold in nats: the curve's noise does not move it."""
     return _first_from_which_all(s <= threshold)
 
 
 RULES = {"relative": relative, "plateau": plateau, "absolute": absolute}
 
 
-def guard(s: np.ndarray, min_decrease: float, hold_fraction: float, falling_tolerance: float) -> str:
-    """Why no rule may call this smoothed curve converged ('' when none applies)."""
+def guard(s: np.ndarray, min_decrease: float, hold_fraction: float, falling_tolerance: float,
+          noise: float = 0.0, max_noise: float = GUARDS["max_noise"]) -> str:
+    """Why no rule may call this smoothed curve converged ('' when none applies); noise = noise_band x sigma."""
     total = s[0] - s.min()
     if total < min_decrease * abs(s[0]):
         return "stuck"
+    if noise > max_noise * total:
+        return "too noisy"
     w = hold_window(len(s), hold_fraction)
-    if len(s) >= w and s[-w] - s[-1] > falling_tolerance * total:
+    if len(s) >= w and s[-w] - s[-1] > max(falling_tolerance * total, noise):
         return "still falling"
     return ""
 
 
 def convergence_epoch(train_loss, kind: str, smooth: int = GUARDS["smooth"],
                       min_decrease: float = GUARDS["min_decrease"], hold_fraction: float = GUARDS["hold_fraction"],
-                      falling_tolerance: float = GUARDS["falling_tolerance"], **params) -> Convergence:
+                      falling_tolerance: float = GUARDS["falling_tolerance"],
+                      noise_band: float = GUARDS["noise_band"], max_noise: float = GUARDS["max_noise"],
+                      **params) -> Convergence:
     """e of one run's train-loss curve (interval 1 first) under rule `kind`, after the guards above."""
     if kind not in RULES:
         raise ValueError(f"convergence rule kind '{kind}' is unknown: use one of {', '.join(RULES)}")
@@ -118,10 +142,11 @@ def convergence_epoch(train_loss, kind: str, smooth: int = GUARDS["smooth"],
     if not np.isfinite(losses).all():
         return Convergence(len(losses), False, "diverged")
     s = smoothed(losses, smooth)
-    reason = guard(s, min_decrease, hold_fraction, falling_tolerance)
+    noise = noise_band * noise_level(losses)
+    reason = guard(s, min_decrease, hold_fraction, falling_tolerance, noise, max_noise)
     if reason:
         return Convergence(len(s), False, reason)
-    index = RULES[kind](s, **params)
+    index = RULES[kind](s, noise=noise, **params)
     if index is None:
         return Convergence(len(s), False, "never met")
     if index + hold_window(len(s), hold_fraction) > len(s):

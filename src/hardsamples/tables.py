@@ -175,7 +175,7 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
                  " per-batch top-1 of one run's final model, n = batches), averaged over seeds; batches used:"
                  f" {batch_kind}.",
                  f"e: the interval t = updates / N at which the train loss converges, rule {rule_text}; mean over"
-                 " the seeds that converged; censored seeds (stuck, still falling, never met) are counted, never"
+                 " the seeds that converged; censored seeds (stuck, too noisy, still falling, never met, not confirmed) are counted, never"
                  " averaged.",
                  "Δtest: test top-1 of δ minus δ = 1.0 of the same seed (pp), mean [95% t-interval]. Δe % = (e₁ / e_δ"
                  " − 1) × 100, a speed ratio: geometric mean of the per-seed e₁ / e_δ over seeds where both"
