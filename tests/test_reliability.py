@@ -316,6 +316,73 @@ def test_a_run_directory_that_is_a_file_is_one_line(tmp_path):
     assert "is a file" in line and (tmp_path / "run").read_text() == "not a directory"
 
 
+# --- (f) W&B follows its own environment and never stalls a run ------------------------------------
+
+class FakeWandb:
+    def __init__(self):
+        self.calls = []
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+        raise RuntimeError("no network")  # a W&B that cannot start
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    import wandb
+    fake = FakeWandb()
+    monkeypatch.setattr(wandb, "init", fake.init)
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_INIT_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    return fake
+
+
+def mirror(mode: str, tmp_path):
+    from omegaconf import OmegaConf
+    from hardsamples.wandb_mirror import WandbMirror
+    cfg = OmegaConf.create({"mode": mode, "project": "p", "entity": None, "group": "g", "name": "n"})
+    header = {"run_id": "abc", "config": {}, "method": "m", "num_batches": 1, "k": 1, "num_classes": 2,
+              "channels": 1, "update_budget": 1}
+    return WandbMirror(cfg, header, tmp_path)
+
+
+@pytest.mark.parametrize("env_mode", ["disabled", "offline"])
+def test_wandb_mode_auto_defers_to_wandb_mode_in_the_environment(fake_wandb, monkeypatch, tmp_path, env_mode):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # logged in, but the environment says otherwise
+    monkeypatch.setenv("WANDB_MODE", env_mode)
+    assert mirror("auto", tmp_path).mode == env_mode
+    assert [call["mode"] for call in fake_wandb.calls] == ([] if env_mode == "disabled" else ["offline"])
+
+
+def test_wandb_mode_disabled_in_the_environment_turns_off_an_explicit_online(fake_wandb, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert mirror("online", tmp_path).mode == "disabled" and fake_wandb.calls == []
+
+
+def test_wandb_start_up_wait_is_bounded_and_a_failure_is_a_warning(fake_wandb, monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    m = mirror("auto", tmp_path)
+    assert m.run is None and "W&B could not start" in caplog.text
+    (call,) = fake_wandb.calls
+    assert call["settings"].init_timeout <= 15
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    mirror("auto", tmp_path)
+    assert fake_wandb.calls[-1]["settings"].init_timeout == 3
+
+
+def test_a_slow_wandb_start_is_not_counted_in_the_runs_seconds(fake_wandb, monkeypatch, tmp_path):
+    import pandas as pd
+
+    def slow_init(**kwargs):
+        time.sleep(3)
+        raise RuntimeError("timed out")
+
+    import wandb
+    monkeypatch.setattr(wandb, "init", slow_init)
+    assert train_in_process(tmp_path, ["epochs=1", "logger.wandb.mode=online"]) == "finished"
+    assert pd.read_csv(tmp_path / "metrics.csv")["seconds"].iloc[-1] < 2.5
+
+
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only bind mount of a directory (root only): chmod does not stop root from writing."""
