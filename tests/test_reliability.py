@@ -416,3 +416,65 @@ def test_an_unfinished_run_in_a_read_only_results_directory_is_one_line(finished
     read_only(run_dir)
     line = one_error_line(run_cli([*TINY, "epochs=2", f"hydra.run.dir={run_dir}"], env=ONE_THREAD))
     assert "is not writable" in line
+
+
+# --- (g, h) a job killed under the launcher: recorded and summarised, the rest goes on -----------
+
+def start_sweep(cwd: Path, launcher: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hardsamples.train", "-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "demo",
+         *TINY, f"launcher={launcher}", *args], cwd=cwd, env={**os.environ, **ONE_THREAD},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_job_when_checkpointed(proc: subprocess.Popen, run_dir: Path) -> int:
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    pid = json.loads((run_dir / "job.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def assert_killed_job_recorded(out: str, proc: subprocess.Popen, victim: Path, other: Path) -> None:
+    assert proc.returncode == 1, out[-3000:]
+    summary = [line for line in out.splitlines() if line.startswith("sweep ")]
+    assert summary and ": 2 jobs in " in summary[-1], out[-3000:]
+    assert summary[-1].endswith(": 1 finished, 0 resumed, 0 skipped, 0 diverged, 1 failed"), summary[-1]
+    assert f"failed    {victim.name}: " in out
+    assert json.loads((victim / "job.json").read_text())["outcome"] == "failed"
+    header = json.loads((victim / "run.json").read_text())
+    assert header["status"] == "failed" and header["error"], header
+    assert json.loads((other / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_submitit_job_killed_from_outside_is_recorded_failed_and_the_sweep_is_summarised(tmp_path):
+    proc = start_sweep(tmp_path, "submitit_local", "epochs=12", "delta=1.0,0.5", "seed=0", "sweep_name=killed")
+    runs = tmp_path / "results/runs/killed"
+    victim, other = (runs / "test_resnet-synthetic-hard_batches-d0.5-s0", runs / "test_resnet-synthetic-hard_batches-d1.0-s0")
+    kill_job_when_checkpointed(proc, victim)
+    out, _ = proc.communicate(timeout=400)
+    assert_killed_job_recorded(out, proc, victim, other)
+
+
+def test_a_killed_joblib_worker_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    """Loky takes down the whole pool when one worker dies: the jobs running then are recorded failed
+    (a rerun resumes them), the jobs not started yet run in a fresh pool, and the summary counts all."""
+    proc = start_sweep(tmp_path, "joblib", "hydra.launcher.n_jobs=2", "epochs=12", "delta=1.0,0.5,0.8", "seed=0",
+                       "sweep_name=killed")
+    runs = tmp_path / "results/runs/killed"
+    victim = runs / "test_resnet-synthetic-hard_batches-d0.5-s0"
+    kill_job_when_checkpointed(proc, victim)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 1, out[-3000:]
+    summary = [line for line in out.splitlines() if line.startswith("sweep ")]
+    assert summary and ": 3 jobs in " in summary[-1], out[-3000:]
+    assert f"failed    {victim.name}: TerminatedWorkerError" in out and "Traceback" not in out
+    assert json.loads((victim / "run.json").read_text())["status"] == "failed"
+    statuses = {d.name: json.loads((d / "run.json").read_text())["status"] for d in runs.iterdir()
+                if d.is_dir() and not d.name.startswith(".")}
+    assert statuses["test_resnet-synthetic-hard_batches-d0.8-s0"] == "finished"  # started after the kill
+    assert "running" not in statuses.values()
+    finished = sum(s == "finished" for s in statuses.values())
+    assert summary[-1].endswith(f": {finished} finished, 0 resumed, 0 skipped, 0 diverged, {3 - finished} failed")
