@@ -478,3 +478,19 @@ def test_a_killed_joblib_worker_is_recorded_failed_and_the_sweep_goes_on(tmp_pat
     assert "running" not in statuses.values()
     finished = sum(s == "finished" for s in statuses.values())
     assert summary[-1].endswith(f": {finished} finished, 0 resumed, 0 skipped, 0 diverged, {3 - finished} failed")
+
+
+def test_sigterm_to_a_sweep_records_the_running_job_and_ends_without_a_traceback(tmp_path):
+    proc = start_sweep(tmp_path, "local", "epochs=40", "delta=1.0,0.5", "seed=0", "sweep_name=term")
+    run_dir = tmp_path / "results/runs/term/test_resnet-synthetic-hard_batches-d1.0-s0"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in out, out[-3000:]
+    assert "error: interrupted by SIGTERM" in out
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    note = json.loads((run_dir / "job.json").read_text())
+    assert note["outcome"] == "failed" and "SIGTERM" in note["error"]

@@ -507,6 +507,9 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
             log.exception("%s failed", cfg.run_name)
         note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
+    except Terminated as err:  # the sweep process itself is told to end: note it, then end (main)
+        note.close("failed", f"{type(err).__name__}: {err}")
+        raise
     after = read_record(run_dir)
     outcome = job_outcome(before, after, status)
     note.close(outcome, after.get("error"))
@@ -525,7 +528,11 @@ def job_outcome(before: dict | None, after: dict, status: str) -> str:
 
 def main() -> None:
     check_group_choices(sys.argv[1:])
-    hydra_main()
+    try:
+        hydra_main()
+    except Terminated as err:  # a sweep (-m): the job running was recorded failed; a rerun resumes it
+        print(f"error: {err}: run the same command again to resume", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":
