@@ -494,3 +494,19 @@ def test_sigterm_to_a_sweep_records_the_running_job_and_ends_without_a_traceback
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     note = json.loads((run_dir / "job.json").read_text())
     assert note["outcome"] == "failed" and "SIGTERM" in note["error"]
+
+
+def test_a_job_requeued_after_its_run_finished_keeps_its_job_note(tmp_path, monkeypatch):
+    """SLURM requeues a pre-empted job even when its run finished inside the kill window: the requeued
+    job must not rewrite the finished job's note to `skipped` after the sweep's summary."""
+    from conftest import compose_config
+    from hardsamples.train import sweep_job
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    cfg = compose_config([*TINY, "epochs=1"])
+    assert sweep_job(cfg, tmp_path, 0) == "finished"
+    first = json.loads((tmp_path / "job.json").read_text())
+    assert sweep_job(cfg, tmp_path, 0) == "finished"  # the same SLURM job, requeued
+    assert json.loads((tmp_path / "job.json").read_text()) == first
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # a new sweep's job: skipped, and says so
+    assert sweep_job(cfg, tmp_path, 0) == "skipped"
+    assert json.loads((tmp_path / "job.json").read_text())["outcome"] == "skipped"

@@ -140,13 +140,37 @@ def claim_gpu(job_num: int) -> str | None:
     return gpus[start]
 
 
+def scheduler_job_id() -> str | None:
+    """The SLURM (array) job id, or submitit's local job id: the same across requeues of one job."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or None
+
+
+def ended_note_of_this_job(run_dir: Path) -> dict | None:
+    """job.json when it was written by this very scheduler job and says how the job ended: a job that
+    SLURM requeued after its run was over (pre-empted inside the kill window) keeps that note."""
+    job_id = scheduler_job_id()
+    if job_id is None:
+        return None
+    try:
+        note = records.read_json(Path(run_dir) / "job.json")
+    except (OSError, ValueError):
+        return None
+    if isinstance(note, dict) and note.get("scheduler_job_id") == job_id \
+            and note.get("outcome") in ("finished", "resumed", "skipped", "diverged"):
+        return note
+    return None
+
+
 class JobNote:
     """`job.json`: one sweep job's attempt at a run, written when the job starts and when it ends."""
 
     def __init__(self, run_dir: Path, job_num: int):
         self.path = Path(run_dir) / "job.json"
         self.fields = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
-                       "host": socket.gethostname(), "pid": os.getpid(),
+                       "scheduler_job_id": scheduler_job_id(), "host": socket.gethostname(), "pid": os.getpid(),
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "started_at": time.time(), "ended_at": None}
         records.write_json(self.path, {**self.fields, "outcome": "running"})

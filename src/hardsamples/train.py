@@ -36,7 +36,7 @@ from hardsamples.cli import check_group_choices
 from hardsamples.data import eval_subset, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.evaluate import EvalResult, EvalSettings, evaluate
-from hardsamples.launch import JobNote, claim_gpu
+from hardsamples.launch import JobNote, claim_gpu, ended_note_of_this_job
 from hardsamples.loop import Stopwatch, UpdateLoop, device_clock, mean_segment_loss, segments_to_trace
 from hardsamples.models import build_model
 from hardsamples.records import RunRecord
@@ -496,6 +496,10 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
 
 
 def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
+    ended = ended_note_of_this_job(run_dir)
+    if ended is not None and (read_record(run_dir) or {}).get("status") in OVER:
+        log.info("%s: requeued after it ended (%s): nothing to do", cfg.run_name, ended["outcome"])
+        return ended["outcome"]
     note = JobNote(run_dir, job_num)
     try:
         before = read_record(run_dir)
