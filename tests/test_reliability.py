@@ -510,3 +510,13 @@ def test_a_job_requeued_after_its_run_finished_keeps_its_job_note(tmp_path, monk
     monkeypatch.setenv("SLURM_JOB_ID", "4243")  # a new sweep's job: skipped, and says so
     assert sweep_job(cfg, tmp_path, 0) == "skipped"
     assert json.loads((tmp_path / "job.json").read_text())["outcome"] == "skipped"
+
+
+def test_a_one_sample_evaluation_batch_that_batchnorm_cannot_take_is_refused_before_training(tmp_path):
+    """paper_code evaluates in BatchNorm's train mode; 129 test images in batches of 64 leave a last
+    batch of one, which a 16 px ResNet (1 x 1 at its last stage) cannot evaluate: it used to fail after
+    the whole training, in the final evaluation."""
+    with pytest.raises(ConfigError, match=r"the test split's last evaluation batch holds 1 sample.*: use a batch_size"):
+        train_in_process(tmp_path, ["epochs=1", "dataset.num_test=129"])
+    assert not (tmp_path / "run.json").exists()
+    assert train_in_process(tmp_path / "clean", ["epochs=1", "dataset.num_test=129", "fidelity=clean"]) == "finished"

@@ -139,6 +139,36 @@ def check_data(cfg: DictConfig, num_train: int, num_test: int) -> None:
                           f" eval.train_subset >= {cfg.batch_size} or null, {fix}")
 
 
+def check_single_sample_batches(cfg: DictConfig, model: torch.nn.Module, data) -> None:
+    """Under eval_batchnorm=train every evaluation batch goes through BatchNorm's batch statistics; a
+    last batch of one sample fails there when a BatchNorm layer then sees a single value per channel
+    (a small image at a deep stage). Tried once on a copy of the model, before anything is written."""
+    if cfg.fidelity.eval_batchnorm != "train":
+        return
+    size = cfg.batch_size
+    splits = [("test split", int(data.test_labels.shape[0])), ("training set", data.num_train)]
+    if cfg.eval.train_subset is not None and cfg.eval.train_subset < data.num_train:
+        splits.append(("eval.train_subset", int(cfg.eval.train_subset)))
+    ones = [name for name, n in splits if n % size == 1]
+    if not ones:
+        return
+    import copy
+
+    probe = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            probe(data.normalise(data.test_images[:1]))
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ConfigError(f"the {ones[0]}'s last evaluation batch holds 1 sample, which BatchNorm in train mode"
+                          f" (fidelity.eval_batchnorm=train) cannot evaluate at image_size={cfg.image_size}:"
+                          f" use a batch_size that leaves more than one sample in the last batch, a larger"
+                          f" image_size, or fidelity.eval_batchnorm=eval") from None
+    finally:
+        del probe
+
+
 def comparable_config(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     return {k: v for k, v in resolved.items() if k not in NOT_COMPARED}
@@ -250,6 +280,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
                                  partition=cfg.fidelity.partition, seed=cfg.seed, device=runtime.device)
     model = build_model(cfg.model.name, data.num_classes, data.channels)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
+    check_single_sample_batches(cfg, model, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
                                 weight_decay=cfg.optimizer.weight_decay, **runtime.optimizer_kwargs())
     policy = build_policy(cfg, batches.shape[0], runtime.device)
