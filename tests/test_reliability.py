@@ -479,6 +479,21 @@ def test_a_killed_joblib_worker_is_recorded_failed_and_the_sweep_goes_on(tmp_pat
     finished = sum(s == "finished" for s in statuses.values())
     assert summary[-1].endswith(f": {finished} finished, 0 resumed, 0 skipped, 0 diverged, {3 - finished} failed")
 
+    # A rerun resumes every run the kill took down, to the record of an uninterrupted run.
+    rerun = start_sweep(tmp_path, "joblib", "hydra.launcher.n_jobs=2", "epochs=12", "delta=1.0,0.5,0.8", "seed=0",
+                        "sweep_name=killed")
+    out, _ = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, out[-3000:]
+    assert f": 0 finished, {3 - finished} resumed, {finished} skipped, 0 diverged, 0 failed" in out, out[-2000:]
+    import pandas as pd
+    reference = tmp_path / "reference"
+    assert train_in_process(reference, ["epochs=12", "delta=0.5", "seed=0"]) == "finished"
+    for name in ("metrics.csv", "batch_accuracy.csv"):
+        drop = ["seconds", "train_seconds"]
+        pd.testing.assert_frame_equal(pd.read_csv(victim / name).drop(columns=drop, errors="ignore"),
+                                      pd.read_csv(reference / name).drop(columns=drop, errors="ignore"),
+                                      check_exact=True, obj=name)
+
 
 def test_sigterm_to_a_sweep_records_the_running_job_and_ends_without_a_traceback(tmp_path):
     proc = start_sweep(tmp_path, "local", "epochs=40", "delta=1.0,0.5", "seed=0", "sweep_name=term")
@@ -520,3 +535,29 @@ def test_a_one_sample_evaluation_batch_that_batchnorm_cannot_take_is_refused_bef
         train_in_process(tmp_path, ["epochs=1", "dataset.num_test=129"])
     assert not (tmp_path / "run.json").exists()
     assert train_in_process(tmp_path / "clean", ["epochs=1", "dataset.num_test=129", "fidelity=clean"]) == "finished"
+
+
+def test_a_run_ended_by_sigterm_resumes_to_the_record_of_an_uninterrupted_run(tmp_path):
+    import pandas as pd
+    args = [*TINY, "epochs=8", "delta=0.8", "record.trace=true"]
+    reference = tmp_path / "reference"
+    assert train_in_process(reference, ["epochs=8", "delta=0.8", "record.trace=true"]) == "finished"
+    victim = tmp_path / "victim"
+    proc = subprocess.Popen([sys.executable, "-m", "hardsamples.train", *args, f"hydra.run.dir={victim}"],
+                            env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (victim / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert json.loads((victim / "run.json").read_text())["status"] == "failed"
+    result = run_cli([*args, f"hydra.run.dir={victim}"], env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = json.loads((victim / "run.json").read_text())
+    assert header["status"] == "finished" and len(header["resumed_from"]) == 1
+    for name in ("metrics.csv", "trace.csv", "batch_accuracy.csv"):
+        drop = ["seconds", "train_seconds"]
+        pd.testing.assert_frame_equal(pd.read_csv(victim / name).drop(columns=drop, errors="ignore"),
+                                      pd.read_csv(reference / name).drop(columns=drop, errors="ignore"),
+                                      check_exact=True, obj=name)
