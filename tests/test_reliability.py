@@ -561,3 +561,41 @@ def test_a_run_ended_by_sigterm_resumes_to_the_record_of_an_uninterrupted_run(tm
         pd.testing.assert_frame_equal(pd.read_csv(victim / name).drop(columns=drop, errors="ignore"),
                                       pd.read_csv(reference / name).drop(columns=drop, errors="ignore"),
                                       check_exact=True, obj=name)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_a_submitit_launcher_interrupted_or_hung_up_cancels_its_jobs(tmp_path, sig):
+    proc = start_sweep(tmp_path, "submitit_local", "epochs=1000", "delta=1.0,0.5", "seed=0", "sweep_name=cancel")
+    runs = [tmp_path / "results/runs/cancel" / f"test_resnet-synthetic-hard_batches-d{d}-s0" for d in ("1.0", "0.5")]
+    deadline = time.monotonic() + 240
+    while not all((r / "checkpoint.pt").exists() for r in runs):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.05)
+    pids = [json.loads((r / "job.json").read_text())["pid"] for r in runs]
+    try:
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        deadline = time.monotonic() + 60
+        while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(pid_alive(pid) for pid in pids), "the jobs were left running"
+        for r in runs:
+            assert json.loads((r / "run.json").read_text())["status"] == "failed"
+    finally:  # never leave a job training after the test (submitit's jobs ignore SIGTERM)
+        if proc.poll() is None:
+            proc.kill()
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)

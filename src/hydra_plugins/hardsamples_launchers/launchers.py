@@ -14,7 +14,10 @@ run to its summary. A rerun of the sweep resumes the killed run from its last ch
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +169,18 @@ class _SurvivingSubmitit:
 
         submitit.AutoExecutor.map_array = map_array
         try:
-            deferred = super().launch(job_overrides, initial_job_idx)
+            with hangup_interrupts():
+                deferred = super().launch(job_overrides, initial_job_idx)
+        except KeyboardInterrupt:
+            # Ctrl-C, a lost login shell (SIGHUP) or SIGTERM while the launcher waits: its jobs would go
+            # on training unwatched, and a second launch would start a second writer on each run.
+            log.error("interrupted: cancelling the sweep's %d job(s)", len(collected))
+            for job in collected:
+                try:
+                    job.cancel(check=False)
+                except Exception as err:  # noqa: BLE001 - cancel what can be cancelled
+                    log.warning("could not cancel job %s (%s)", getattr(job, "job_id", "?"), err)
+            raise
         finally:
             submitit.AutoExecutor.map_array = real_map_array
         results = []
@@ -181,6 +195,24 @@ class _SurvivingSubmitit:
             record_killed(run_dir, initial_job_idx + i, error + "; rerun the sweep to resume it")
             results.append(failed_return(overrides))
         return results
+
+
+@contextlib.contextmanager
+def hangup_interrupts():
+    """SIGHUP (the login shell is gone) and SIGTERM raise KeyboardInterrupt while the launcher waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Deferred:
