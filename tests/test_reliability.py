@@ -599,3 +599,12 @@ def test_a_submitit_launcher_interrupted_or_hung_up_cancels_its_jobs(tmp_path, s
         for pid in pids:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_two_jobs_of_one_sweep_on_the_same_config_are_both_counted(tmp_path):
+    """record.trace is not compared (two values, one run): the second job skips the run the first
+    finished, and the summary still counts both jobs instead of the last one's note."""
+    result = sweep(tmp_path, "epochs=1", "delta=1.0", "seed=0", "record.trace=false,true", "sweep_name=same")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary_line(result).endswith(": 2 jobs in " + summary_line(result).split(": 2 jobs in ")[-1])
+    assert summary_line(result).endswith(": 1 finished, 0 resumed, 1 skipped, 0 diverged, 0 failed"), summary_line(result)

@@ -53,6 +53,7 @@ OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
 # changes what a run computes gives each job a directory of its own: <run_name>-<config hash>.
 NAME_KEYS = ("model", "model.name", "dataset", "dataset.name", "method", "method.name", "delta", "seed", "run_name")
 SWEPT_ENV = "HARDSAMPLES_SWEPT_KEYS"
+SWEEP_ID_ENV = "HARDSAMPLES_SWEEP_ID"  # one id per launch of a sweep, set by SweepSummary.on_multirun_start
 
 
 def compared_keys_swept(swept) -> list[str]:
@@ -168,8 +169,17 @@ class JobNote:
     """`job.json`: one sweep job's attempt at a run, written when the job starts and when it ends."""
 
     def __init__(self, run_dir: Path, job_num: int):
+        attempt, sweep_id = uuid.uuid4().hex[:12], os.environ.get(SWEEP_ID_ENV)
         self.path = Path(run_dir) / "job.json"
-        self.fields = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
+        try:
+            there = records.read_json(self.path)
+        except (OSError, ValueError):
+            there = None
+        if sweep_id and isinstance(there, dict) and there.get("sweep_id") == sweep_id and there.get("job_num") != job_num:
+            # Another job of this same sweep had this run (a key the run is not compared by, e.g.
+            # record.trace, or a value listed twice): its note stays, this job's goes beside it.
+            self.path = Path(run_dir) / f"job.also-{attempt}.json"
+        self.fields = {"attempt": attempt, "job_num": job_num, "outcome": None, "error": None, "sweep_id": sweep_id,
                        "scheduler_job_id": scheduler_job_id(), "host": socket.gethostname(), "pid": os.getpid(),
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "started_at": time.time(), "ended_at": None}

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hardsamples.launch import SWEPT_ENV, read_job_notes, swept_keys
+from hardsamples.launch import SWEEP_ID_ENV, SWEPT_ENV, read_job_notes, swept_keys
 
 OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
 
@@ -34,6 +35,7 @@ class SweepSummary(Callback):
         # Before any job starts: jobs (in this process, joblib workers, submitit jobs) inherit it, and
         # a sweep over a key outside the run name gives each job a directory of its own.
         os.environ[SWEPT_ENV] = ",".join(swept_keys(config))
+        os.environ[SWEEP_ID_ENV] = uuid.uuid4().hex[:12]  # two jobs of this sweep on one run: two notes
         self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
