@@ -608,3 +608,22 @@ def test_two_jobs_of_one_sweep_on_the_same_config_are_both_counted(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert summary_line(result).endswith(": 2 jobs in " + summary_line(result).split(": 2 jobs in ")[-1])
     assert summary_line(result).endswith(": 1 finished, 0 resumed, 1 skipped, 0 diverged, 0 failed"), summary_line(result)
+
+
+def test_a_job_stopped_by_systemexit_says_so_in_both_notes(tmp_path, monkeypatch):
+    """submitit ends a pre-empted job with SystemExit after requeueing it: run.json and job.json
+    both say the run was stopped and will resume, instead of `failed (SystemExit: -1)` beside a
+    job.json left `running`."""
+    from conftest import compose_config
+    from hardsamples import train
+
+    def stopped(*args, **kwargs):
+        raise SystemExit(-1)
+
+    monkeypatch.setattr(train, "train_and_record", stopped)
+    with pytest.raises(SystemExit):
+        train.sweep_job(compose_config([*TINY, "epochs=1"]), tmp_path, 0)
+    header = json.loads((tmp_path / "run.json").read_text())
+    note = json.loads((tmp_path / "job.json").read_text())
+    assert header["status"] == "failed" and "resumes from the last checkpoint" in header["error"]
+    assert note["outcome"] == "failed" and note["error"] == header["error"]

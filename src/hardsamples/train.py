@@ -308,7 +308,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
             mirror.log_interval(row)
         status = train_and_record(cfg, loop, record, mirror, eval_settings(cfg, runtime), stopwatch)
     except BaseException as err:
-        record.set_status("failed", error=f"{type(err).__name__}: {err}")
+        record.set_status("failed", error=stop_reason(err))
         if mirror is not None:
             mirror.finish("failed")
         raise
@@ -542,13 +542,23 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
             log.exception("%s failed", cfg.run_name)
         note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
-    except Terminated as err:  # the sweep process itself is told to end: note it, then end (main)
-        note.close("failed", f"{type(err).__name__}: {err}")
+    except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
+        note.close("failed", stop_reason(err))
         raise
     after = read_record(run_dir)
     outcome = job_outcome(before, after, status)
     note.close(outcome, after.get("error"))
     return outcome
+
+
+def stop_reason(err: BaseException) -> str:
+    """run.json's error for a run that did not end by itself. A SystemExit inside a run is submitit
+    ending a pre-empted or timed-out job it has requeued (or a rerun's business)."""
+    reason = f"{type(err).__name__}: {err}"
+    if isinstance(err, (SystemExit, KeyboardInterrupt, Terminated)):
+        reason += (" (stopped before its end: pre-emption, time limit, cancel or signal); a requeued job or a"
+                   " rerun resumes from the last checkpoint")
+    return reason
 
 
 def job_outcome(before: dict | None, after: dict, status: str) -> str:
