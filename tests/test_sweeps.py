@@ -155,7 +155,7 @@ def compose_sweep(name: str, overrides: list[str]):
 def test_slurm_launcher_composes_with_its_defaults_and_overrides():
     cfg = compose_sweep("table3", ["launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"])
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.hardsamples_launchers.launchers.SlurmLauncher"  # submitit's, surviving a killed job
     assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
     assert launcher.cpus_per_task >= 1 and launcher.mem_gb >= 1 and launcher.signal_delay_s > 0
     assert launcher.max_num_timeout > 0, "a job that hits its time limit must be requeued"

@@ -17,6 +17,8 @@ The sweep summary reads these.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -46,6 +48,65 @@ def gpu_count_or(default: int) -> int:
 
 
 OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
+
+# The keys a run's name is made of (conf/config.yaml run_name); a sweep over any other key that
+# changes what a run computes gives each job a directory of its own: <run_name>-<config hash>.
+NAME_KEYS = ("model", "model.name", "dataset", "dataset.name", "method", "method.name", "delta", "seed", "run_name")
+SWEPT_ENV = "HARDSAMPLES_SWEPT_KEYS"
+SWEEP_ID_ENV = "HARDSAMPLES_SWEEP_ID"  # one id per launch of a sweep, set by SweepSummary.on_multirun_start
+
+
+def compared_keys_swept(swept) -> list[str]:
+    """The swept keys that change what a run computes but not its name."""
+    from hardsamples.train import NOT_COMPARED  # train imports this module
+
+    return sorted(key for key in swept if key and key not in NAME_KEYS and not key.startswith("hydra")
+                  and key.split(".")[0] not in NOT_COMPARED)
+
+
+def config_hash(config: dict) -> str:
+    """A short stable hash of the config a run is compared by (train.comparable_config)."""
+    from hardsamples.train import NOT_COMPARED
+
+    compared = {k: v for k, v in config.items() if k not in NOT_COMPARED and k != "hydra"}
+    return hashlib.sha256(json.dumps(compared, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def run_dir_name(config: dict, swept) -> str:
+    """A sweep job's directory: the run name, with the config's hash appended when the sweep varies a
+    key the name does not show (optimizer.lr, epochs, fidelity, ...), so no two configs share one.
+    Sweeps over model, dataset, method, delta and seed keep the plain run names."""
+    if not compared_keys_swept(swept):
+        return config["run_name"]
+    return f"{config['run_name']}-{config_hash(config)}"
+
+
+def swept_keys(config) -> list[str]:
+    """The keys a multirun varies: sweep overrides on the command line and in hydra.sweeper.params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    lines += [f"{key}={value}" for key, value in params.items()]
+    keys = set()
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return sorted(keys)
+
+
+def _sweep_subdir(*, _root_) -> str:
+    """Resolver `${sweep_subdir:}` (hydra.sweep.subdir). The launching process has put the swept keys
+    in the environment (SweepSummary.on_multirun_start), which every launcher passes on to its jobs."""
+    swept = [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
+    if not compared_keys_swept(swept):
+        return str(_root_.run_name)
+    config = {key: (OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+              for key, value in ((key, _root_[key]) for key in _root_ if key != "hydra")}
+    return run_dir_name(config, swept)
+
+
+OmegaConf.register_new_resolver("sweep_subdir", _sweep_subdir, replace=True)
 
 
 def lock_dir() -> Path:
@@ -80,13 +141,46 @@ def claim_gpu(job_num: int) -> str | None:
     return gpus[start]
 
 
+def scheduler_job_id() -> str | None:
+    """The SLURM (array) job id, or submitit's local job id: the same across requeues of one job."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or env.get("SUBMITIT_LOCAL_JOB_ID") or None
+
+
+def ended_note_of_this_job(run_dir: Path) -> dict | None:
+    """job.json when it was written by this very scheduler job and says how the job ended: a job that
+    SLURM requeued after its run was over (pre-empted inside the kill window) keeps that note."""
+    job_id = scheduler_job_id()
+    if job_id is None:
+        return None
+    try:
+        note = records.read_json(Path(run_dir) / "job.json")
+    except (OSError, ValueError):
+        return None
+    if isinstance(note, dict) and note.get("scheduler_job_id") == job_id \
+            and note.get("outcome") in ("finished", "resumed", "skipped", "diverged"):
+        return note
+    return None
+
+
 class JobNote:
     """`job.json`: one sweep job's attempt at a run, written when the job starts and when it ends."""
 
     def __init__(self, run_dir: Path, job_num: int):
+        attempt, sweep_id = uuid.uuid4().hex[:12], os.environ.get(SWEEP_ID_ENV)
         self.path = Path(run_dir) / "job.json"
-        self.fields = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
-                       "host": socket.gethostname(), "pid": os.getpid(),
+        try:
+            there = records.read_json(self.path)
+        except (OSError, ValueError):
+            there = None
+        if sweep_id and isinstance(there, dict) and there.get("sweep_id") == sweep_id and there.get("job_num") != job_num:
+            # Another job of this same sweep had this run (a key the run is not compared by, e.g.
+            # record.trace, or a value listed twice): its note stays, this job's goes beside it.
+            self.path = Path(run_dir) / f"job.also-{attempt}.json"
+        self.fields = {"attempt": attempt, "job_num": job_num, "outcome": None, "error": None, "sweep_id": sweep_id,
+                       "scheduler_job_id": scheduler_job_id(), "host": socket.gethostname(), "pid": os.getpid(),
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "started_at": time.time(), "ended_at": None}
         records.write_json(self.path, {**self.fields, "outcome": "running"})
@@ -95,13 +189,30 @@ class JobNote:
         self.fields.update(outcome=outcome, error=error, ended_at=time.time())
         records.write_json(self.path, self.fields)
 
+    @staticmethod
+    def refused(run_dir: Path, job_num: int, error: str) -> None:
+        """A job that could not have the run directory (another process holds it): its failure goes
+        to a note of its own, job.refused-<attempt>.json, so the holder's job.json is left alone."""
+        attempt = uuid.uuid4().hex[:12]
+        note = {"attempt": attempt, "job_num": job_num, "outcome": "failed", "error": error,
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "started_at": time.time(), "ended_at": time.time()}
+        try:
+            records.write_json(Path(run_dir) / f"job.refused-{attempt}.json", note)
+        except OSError:
+            pass  # the directory is a file or read-only: the job's log still has the error
+
 
 def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
-    """Every run directory's latest job.json in a sweep directory."""
+    """Every job note in a sweep directory, by its path: each run directory's latest job.json, and
+    the notes of jobs refused a run directory another process held (job.refused-*.json)."""
     notes = {}
-    for path in sorted(Path(sweep_dir).glob("*/job.json")):
+    for path in sorted(Path(sweep_dir).glob("*/job*.json")):
         try:
-            notes[path.parent] = records.read_json(path)
+            note = records.read_json(path)
         except (OSError, ValueError):
             continue  # unreadable: the summary reports what it can
+        if isinstance(note, dict):
+            notes[path] = note
     return notes

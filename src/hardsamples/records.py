@@ -14,13 +14,17 @@ one in a single rename.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,10 +36,26 @@ BATCH_ACCURACY_COLUMNS = ["split", "evaluation", "batch", "samples", "top1"]
 STATUSES = ("running", "finished", "diverged", "failed")
 
 
+RECORD_FILES = ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", "job.json")
+
+
+def current_umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, for a moment, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: a record is as readable as any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -93,6 +113,75 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def remove_temporary_files(run_dir: Path) -> list[Path]:
+    """The .<record>.<random> files a process killed during write_atomic leaves behind (a checkpoint's
+    can be hundreds of MB). Only for a directory this process holds: no write of its own is under way."""
+    removed = []
+    for name in RECORD_FILES:
+        for tmp in Path(run_dir).glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+LOCK_NAME = ".lock"
+_held: dict[Path, int] = {}  # run directories this process holds, with how many holds are open
+
+
+@contextlib.contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[bool]:
+    """Be the only writer of run_dir for the duration: an flock on run_dir/.lock, released when the
+    process ends, however it ends. Yields True when held, False when the directory cannot be written
+    (a read-only results directory: the caller may only read, e.g. to skip a finished run).
+
+    Re-entrant within a process (a sweep job holds the directory around the run that holds it again).
+    A directory some other process holds raises ConfigError naming that process.
+    """
+    from hardsamples.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield True
+        finally:
+            _held[key] -= 1
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"the run directory {run_dir} is a file: delete or move that file, or pass another"
+                          " run_name= / sweep_name=")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_NAME, "a+")
+    except (NotADirectoryError, FileExistsError) as err:
+        raise ConfigError(f"the run directory {run_dir} cannot be made ({err.strerror}: {err.filename}): delete"
+                          " or move that file, or pass another run_name= / sweep_name=") from None
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        yield False  # read-only: nothing may be written here
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"{run_dir} is in use by another run (process {holder}): wait for it to end, or stop"
+                          " that process and run again (it resumes)") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.uname().nodename}:{os.getpid()}\n")
+        handle.flush()
+        _held[key] = 1
+        yield True
+    finally:
+        _held.pop(key, None)
+        handle.close()  # releases the flock
 
 
 class RunRecord:

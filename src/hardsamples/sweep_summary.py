@@ -11,14 +11,16 @@ whatever machines the launcher put them. It runs in the process that launched th
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from hardsamples.launch import read_job_notes
+from hardsamples.launch import SWEEP_ID_ENV, SWEPT_ENV, read_job_notes, swept_keys
 
 OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
 
@@ -30,6 +32,10 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.perf_counter()
+        # Before any job starts: jobs (in this process, joblib workers, submitit jobs) inherit it, and
+        # a sweep over a key outside the run name gives each job a directory of its own.
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(config))
+        os.environ[SWEEP_ID_ENV] = uuid.uuid4().hex[:12]  # two jobs of this sweep on one run: two notes
         self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -41,14 +47,15 @@ class SweepSummary(Callback):
 
 
 def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
-    outcomes = {run_dir: outcome_of(note) for run_dir, note in notes.items()}
+    """notes: each job's note by its path (<run dir>/job.json or <run dir>/job.refused-*.json)."""
+    outcomes = {path: outcome_of(note) for path, note in notes.items()}
     minutes, secs = divmod(round(seconds), 60)
     lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
              + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
-    for run_dir, outcome in sorted(outcomes.items()):
+    for path, outcome in sorted(outcomes.items()):
         if outcome in ("diverged", "failed"):
-            error = notes[run_dir].get("error") or "the job stopped without closing its job.json (killed?)"
-            lines.append(f"  {outcome:<9} {run_dir.name}: {error}")
+            error = notes[path].get("error") or "the job stopped without closing its job.json (killed?)"
+            lines.append(f"  {outcome:<9} {path.parent.name}: {error}")
     return "\n".join(lines)
 
 

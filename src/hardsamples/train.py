@@ -13,9 +13,13 @@ In a sweep (-m) one run's failure is recorded and the other runs go on; see `swe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import sys
+import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -32,7 +36,7 @@ from hardsamples.cli import check_group_choices
 from hardsamples.data import eval_subset, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.evaluate import EvalResult, EvalSettings, evaluate
-from hardsamples.launch import JobNote, claim_gpu
+from hardsamples.launch import JobNote, claim_gpu, ended_note_of_this_job
 from hardsamples.loop import Stopwatch, UpdateLoop, device_clock, mean_segment_loss, segments_to_trace
 from hardsamples.models import build_model
 from hardsamples.records import RunRecord
@@ -46,13 +50,123 @@ NOT_COMPARED = ("logger", "data_dir", "sweep_name", "record")
 OVER = ("finished", "diverged")  # a run with one of these statuses is skipped when run again
 
 
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+
+
+def number(cfg: DictConfig, key: str, example: str) -> float:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value} is not a number: write a number, e.g. {example}")
+    return value
+
+
+def whole(cfg: DictConfig, key: str, example: str) -> int:
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value} is not a whole number: write one, e.g. {example}")
+    return value
+
+
+def at_least(cfg: DictConfig, key: str, minimum: int, why: str = "") -> int:
+    value = whole(cfg, key, f"{key}={max(minimum, 2 * minimum)}")
+    if value < minimum:
+        raise ConfigError(f"{key}={value} is too small{why}: use {key}={minimum} or more")
+    return value
+
+
 def check_settings(cfg: DictConfig) -> None:
-    if not 0.0 < cfg.delta <= 1.0:
+    """The whole config, before anything is written: types, ranges and choices, each refused in one
+    line naming the key and the fix. What depends on the data (split sizes) is checked in check_data."""
+    delta = number(cfg, "delta", "delta=0.5")
+    if not 0.0 < delta <= 1.0:
         raise ConfigError(f"delta={cfg.delta} is outside (0, 1]: use 1.0 for Algorithm 1 or a fraction such as 0.2")
-    if cfg.epochs < 1:
-        raise ConfigError(f"epochs={cfg.epochs} must be at least 1")
-    if cfg.batch_size < 1:
+    if whole(cfg, "epochs", "epochs=10") < 1:
+        raise ConfigError(f"epochs={cfg.epochs} must be at least 1: use epochs=1 or more")
+    if whole(cfg, "batch_size", "batch_size=64") < 1:
         raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
+    if cfg.batch_size < 2:
+        raise ConfigError(f"batch_size={cfg.batch_size} is too small for BatchNorm (it needs 2 samples a batch):"
+                          " use batch_size=2 or more")
+    at_least(cfg, "image_size", 2, " (images are resized to image_size x image_size)")
+    seed = whole(cfg, "seed", "seed=0")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"seed={seed} is outside [-2^63, 2^64 - 1], torch's seeds: pick a smaller seed, e.g. seed=0")
+    for key, example in (("optimizer.lr", "0.005"), ("optimizer.momentum", "0.9"), ("optimizer.weight_decay", "0.0")):
+        value = number(cfg, key, f"{key}={example}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}={example}")
+    at_least(cfg, "eval.batch_size", 1)
+    if OmegaConf.select(cfg, "eval.train_subset") is not None:
+        whole(cfg, "eval.train_subset", "eval.train_subset=10000")
+        if cfg.eval.train_subset < 1:
+            raise ConfigError(f"eval.train_subset={cfg.eval.train_subset} is too small: use a sample count of 1 or"
+                              " more, or eval.train_subset=null for every training sample")
+    mode = OmegaConf.select(cfg, "logger.wandb.mode", default="disabled")
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logger.wandb.mode={mode} is unknown: use {', '.join(WANDB_MODES)}")
+    if cfg.dataset.get("source") == "generated":
+        at_least(cfg, "dataset.num_train", 1)
+        at_least(cfg, "dataset.num_test", 1, " (a run needs test samples to measure)")
+        at_least(cfg, "dataset.num_classes", 2, " (at least 2 classes to tell apart)")
+        at_least(cfg, "dataset.native_size", 1)
+        at_least(cfg, "dataset.channels", 1)
+        number(cfg, "dataset.noise", "dataset.noise=0.25")
+        number(cfg, "dataset.hard_fraction", "dataset.hard_fraction=0.1")
+
+
+def check_data(cfg: DictConfig, num_train: int, num_test: int) -> None:
+    """Combinations that could not produce a number: a split smaller than one evaluation batch under
+    fidelity.eval_drop_last (every batch dropped, so its metrics would be NaN), an empty split."""
+    if cfg.batch_size > num_train:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {num_train} training"
+                          f" samples of {cfg.dataset.name}: pick batch_size <= {num_train}")
+    if num_test < 1:
+        raise ConfigError(f"the test split of {cfg.dataset.name} is empty: pick a dataset with test samples")
+    if not cfg.fidelity.eval_drop_last:
+        return
+    fix = "or fidelity.eval_drop_last=false to keep the last partial batch"
+    if num_test < cfg.batch_size:
+        raise ConfigError(f"the test split has {num_test} samples, fewer than one evaluation batch of"
+                          f" {cfg.batch_size} under fidelity.eval_drop_last=true (its metrics would be NaN):"
+                          f" use batch_size <= {num_test}, {fix}")
+    subset = cfg.eval.train_subset
+    if subset is not None and subset < min(num_train, cfg.batch_size):
+        raise ConfigError(f"eval.train_subset={subset} is fewer than one evaluation batch of {cfg.batch_size}"
+                          f" under fidelity.eval_drop_last=true (its metrics would be NaN): use"
+                          f" eval.train_subset >= {cfg.batch_size} or null, {fix}")
+
+
+def check_single_sample_batches(cfg: DictConfig, model: torch.nn.Module, data) -> None:
+    """Under eval_batchnorm=train every evaluation batch goes through BatchNorm's batch statistics; a
+    last batch of one sample fails there when a BatchNorm layer then sees a single value per channel
+    (a small image at a deep stage). Tried once on a copy of the model, before anything is written."""
+    if cfg.fidelity.eval_batchnorm != "train":
+        return
+    size = cfg.batch_size
+    splits = [("test split", int(data.test_labels.shape[0])), ("training set", data.num_train)]
+    if cfg.eval.train_subset is not None and cfg.eval.train_subset < data.num_train:
+        splits.append(("eval.train_subset", int(cfg.eval.train_subset)))
+    ones = [name for name, n in splits if n % size == 1]
+    if not ones:
+        return
+    import copy
+
+    probe = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            probe(data.normalise(data.test_images[:1]))
+    except ValueError as err:
+        if "Expected more than 1 value per channel" not in str(err):
+            raise
+        raise ConfigError(f"the {ones[0]}'s last evaluation batch holds 1 sample, which BatchNorm in train mode"
+                          f" (fidelity.eval_batchnorm=train) cannot evaluate at image_size={cfg.image_size}:"
+                          f" use a batch_size that leaves more than one sample in the last batch, a larger"
+                          f" image_size, or fidelity.eval_batchnorm=eval") from None
+    finally:
+        del probe
 
 
 def comparable_config(cfg: DictConfig) -> dict:
@@ -61,8 +175,42 @@ def comparable_config(cfg: DictConfig) -> dict:
 
 
 def read_record(run_dir: Path) -> dict | None:
-    path = run_dir / "run.json"
-    return records.read_json(path) if path.exists() else None
+    """run.json, or None when there is none; one that cannot be read or is no run record is refused
+    with a line naming what to delete (a kill mid-write never leaves one: this is outside damage)."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        return None
+    fix = f"delete the directory {run_dir} to start that run afresh"
+    try:
+        record = records.read_json(path)
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text
+        problem = "it is empty" if path.stat().st_size == 0 else f"{type(err).__name__}: {err}".replace("\n", " ")
+        raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
+    if not isinstance(record, dict) or record.get("status") not in records.STATUSES \
+            or not isinstance(record.get("config"), dict):
+        raise ConfigError(f"{path} cannot be used (not a run record: no status and config): {fix}")
+    return record
+
+
+def check_complete(run_dir: Path, old: dict) -> None:
+    """A run recorded as over must still have its rows; otherwise it is refused, never skipped as done."""
+    path = Path(run_dir) / "metrics.csv"
+    fix = f"delete the directory {run_dir} to train that run again"
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv is missing: {fix}") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv cannot be read ({err}): {fix}") from None
+    rows = max(0, len(lines) - 1)
+    if rows == 0:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv has no rows: {fix}")
+    if old["status"] == "finished":
+        expected = old.get("epochs")
+        if isinstance(expected, int) and rows != expected:
+            raise ConfigError(f"{run_dir} is finished but its metrics.csv has {rows} of {expected} rows: {fix}")
+        if not (Path(run_dir) / "batch_accuracy.csv").exists():
+            raise ConfigError(f"{run_dir} is finished but its batch_accuracy.csv is missing: {fix}")
 
 
 def previous_run(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -77,24 +225,62 @@ def previous_run(run_dir: Path, cfg: DictConfig) -> dict | None:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> str:
-    """Train one run to its end and return its status: finished, diverged or failed."""
+    """Train one run to its end and return its status: finished, diverged or failed.
+
+    The run holds its directory (records.hold_run_dir) from before it reads the old record until it
+    has written its last file, so a second process on the same directory is refused, never mixed in.
+    """
     check_settings(cfg)
+    with records.hold_run_dir(run_dir) as writable, sigterm_raises():
+        return run_held(cfg, Path(run_dir), writable)
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a cluster or `kill` sends first): the run is recorded as failed, then the process ends."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While a run trains, SIGTERM raises Terminated, so run() records the run as failed before the
+    process ends. Only where SIGTERM has its default action: submitit's jobs keep their own handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated("interrupted by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
+    if writable:
+        for tmp in records.remove_temporary_files(run_dir):
+            log.info("%s: removed %s, left by a process killed while writing it", run_dir, tmp.name)
     old = previous_run(run_dir, cfg)
     if old and old["status"] in OVER:
+        check_complete(run_dir, old)
         log.info("%s: already %s, nothing to do", run_dir, old["status"])
         return old["status"]
+    if not writable:
+        raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
+                          " write the run elsewhere")
 
     runtime = make_runtime(cfg)
     torch.manual_seed(cfg.seed)
     host = load_host_data(cfg)
-    if cfg.batch_size > len(host.train_labels):
-        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(host.train_labels)} training"
-                          f" samples of {cfg.dataset.name}: pick batch_size <= {len(host.train_labels)}")
+    check_data(cfg, len(host.train_labels), len(host.test_labels))
     data = to_device(host, cfg.image_size, cfg.fidelity.normalization, runtime.device, runtime.memory_format)
     batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
                                  partition=cfg.fidelity.partition, seed=cfg.seed, device=runtime.device)
     model = build_model(cfg.model.name, data.num_classes, data.channels)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
+    check_single_sample_batches(cfg, model, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
                                 weight_decay=cfg.optimizer.weight_decay, **runtime.optimizer_kwargs())
     policy = build_policy(cfg, batches.shape[0], runtime.device)
@@ -107,18 +293,24 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
     stopwatch = Stopwatch()
     checkpoint = record.checkpoint_path
     if old and checkpoint.exists():
-        stopwatch = resume(loop, record, records.load_checkpoint(checkpoint))
+        saved = load_checkpoint(checkpoint, record.header["run_id"])
+        check_trace_unchanged(cfg, old, run_dir, saved)
+        stopwatch = resume(loop, record, saved)
         record.header["resumed_from"].append(loop.state.updates)
         log.info("%s: resuming at update %d of %d", run_dir, loop.state.updates, loop.budget)
     record.set_status("running", error=None)
-    mirror = WandbMirror(cfg.logger.wandb, header, run_dir)
+    mirror = None
     try:
+        waited = time.perf_counter()
+        mirror = WandbMirror(cfg.logger.wandb, header, run_dir)
+        stopwatch.already -= time.perf_counter() - waited  # W&B's start-up is not the run's time
         for row in record.metrics:  # a resumed W&B run drops the steps it already has
             mirror.log_interval(row)
         status = train_and_record(cfg, loop, record, mirror, eval_settings(cfg, runtime), stopwatch)
     except BaseException as err:
-        record.set_status("failed", error=f"{type(err).__name__}: {err}")
-        mirror.finish("failed")
+        record.set_status("failed", error=stop_reason(err))
+        if mirror is not None:
+            mirror.finish("failed")
         raise
     mirror.finish(status)
     return status
@@ -237,10 +429,48 @@ def checkpoint_state(loop: UpdateLoop, record: RunRecord, stopwatch: Stopwatch) 
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "metrics": record.metrics, "trace": record.trace, "seconds": stopwatch.seconds,
+        "run_id": record.header["run_id"],
     }
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "policy", "updates", "pending_ids", "pending_round", "extra_forward_passes",
+                   "rng_cpu", "rng_cuda", "metrics", "trace", "seconds")
+
+
+def load_checkpoint(path: Path, run_id: str) -> dict:
+    """checkpoint.pt of this run, or a one-line refusal naming the file to delete."""
+    fix = f"delete {path} and run again (the run then starts over from update 0)"
+    try:
+        saved = records.load_checkpoint(path)
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        problem = "it is empty" if path.stat().st_size == 0 else type(err).__name__
+        raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
+    if not isinstance(saved, dict) or any(key not in saved for key in CHECKPOINT_KEYS):
+        raise ConfigError(f"{path} cannot be used (not a checkpoint of this code): {fix}")
+    if saved.get("run_id") not in (None, run_id):  # checkpoints from before run_id was saved have none
+        raise ConfigError(f"{path} belongs to run {saved['run_id']}, not to this run {run_id}: {fix}")
+    return saved
+
+
+def check_trace_unchanged(cfg: DictConfig, old: dict, run_dir: Path, saved: dict) -> None:
+    """A resumed run appends to its trace: with record.trace changed since, trace.csv would have a gap."""
+    before = old["config"].get("record", {}).get("trace", False)
+    if saved["updates"] > 0 and bool(before) != bool(cfg.record.trace):
+        was, now_ = str(bool(before)).lower(), str(bool(cfg.record.trace)).lower()
+        raise ConfigError(f"record.trace={now_} but the interrupted run in {run_dir} ran with record.trace={was}:"
+                          f" rerun with record.trace={was} to resume it, or delete {run_dir} to start afresh")
+
+
 def resume(loop: UpdateLoop, record: RunRecord, saved: dict) -> Stopwatch:
+    try:
+        return restore(loop, record, saved)
+    except (RuntimeError, KeyError, ValueError, TypeError) as err:  # e.g. a model of another shape
+        path = record.checkpoint_path
+        raise ConfigError(f"{path} cannot be used ({type(err).__name__}): delete {path} and run again (the run"
+                          " then starts over from update 0)") from None
+
+
+def restore(loop: UpdateLoop, record: RunRecord, saved: dict) -> Stopwatch:
     device = loop.batches.device
     loop.model.load_state_dict(saved["model"])
     loop.optimizer.load_state_dict(saved["optimizer"])
@@ -272,6 +502,9 @@ def hydra_main(cfg: DictConfig) -> str:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Terminated as err:
+        print(f"error: {err}: run the same command again to resume from the last checkpoint", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
@@ -284,6 +517,20 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
     gpu = claim_gpu(job_num)
     if gpu is not None:
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
+    try:
+        with records.hold_run_dir(run_dir):
+            return sweep_job_held(cfg, run_dir, job_num)
+    except ConfigError as err:  # the directory is in use (or is a file): this job's note goes beside it
+        log.error("%s failed: %s", cfg.run_name, err)
+        JobNote.refused(run_dir, job_num, f"{type(err).__name__}: {err}")
+        return "failed"
+
+
+def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
+    ended = ended_note_of_this_job(run_dir)
+    if ended is not None and (read_record(run_dir) or {}).get("status") in OVER:
+        log.info("%s: requeued after it ended (%s): nothing to do", cfg.run_name, ended["outcome"])
+        return ended["outcome"]
     note = JobNote(run_dir, job_num)
     try:
         before = read_record(run_dir)
@@ -295,10 +542,23 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int) -> str:
             log.exception("%s failed", cfg.run_name)
         note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
+    except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
+        note.close("failed", stop_reason(err))
+        raise
     after = read_record(run_dir)
     outcome = job_outcome(before, after, status)
     note.close(outcome, after.get("error"))
     return outcome
+
+
+def stop_reason(err: BaseException) -> str:
+    """run.json's error for a run that did not end by itself. A SystemExit inside a run is submitit
+    ending a pre-empted or timed-out job it has requeued (or a rerun's business)."""
+    reason = f"{type(err).__name__}: {err}"
+    if isinstance(err, (SystemExit, KeyboardInterrupt, Terminated)):
+        reason += (" (stopped before its end: pre-emption, time limit, cancel or signal); a requeued job or a"
+                   " rerun resumes from the last checkpoint")
+    return reason
 
 
 def job_outcome(before: dict | None, after: dict, status: str) -> str:
@@ -313,7 +573,11 @@ def job_outcome(before: dict | None, after: dict, status: str) -> str:
 
 def main() -> None:
     check_group_choices(sys.argv[1:])
-    hydra_main()
+    try:
+        hydra_main()
+    except Terminated as err:  # a sweep (-m): the job running was recorded failed; a rerun resumes it
+        print(f"error: {err}: run the same command again to resume", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":
