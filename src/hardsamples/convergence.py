@@ -10,11 +10,14 @@ Every rule works on the same prepared curve and passes the same guards first:
   smoothing   S = running median of `smooth` intervals (ends padded with their own value). A median
               leaves monotone curves and steps exactly as they are and removes a one-interval blip,
               so one +0.05 spike at t = 70 cannot move e from 38 to 71.
-  noise       sigma = the curve's interval-to-interval noise: a robust standard deviation (scaled
-              MAD) of its first differences L_(t+1) - L_t, divided by sqrt(2). The MAD is taken about
-              the median difference, so a steady trend does not count as noise. Every tolerance below
-              is at least noise_band x sigma: a change smaller than the curve's own noise cannot be
-              told from a plateau. A noiseless curve (sigma = 0) is judged by the tolerances alone.
+  noise       sigma = the curve's interval-to-interval noise, estimated where it is near its floor
+              (the tail from the first t with S_t - min S < half the total decrease): a robust
+              standard deviation (scaled MAD) of the second differences L_(t+1) - 2 L_t + L_(t-1),
+              divided by sqrt(6) (their variance under white noise). Second differences cancel a
+              steady trend, and the tail leaves out the early, strongly curved descent, so a smooth
+              curve still on its way down is not mistaken for noise. Every tolerance below is at
+              least noise_band x sigma: a change smaller than the curve's own noise cannot be told
+              from a plateau. A noiseless curve (sigma = 0) is judged by the tolerances alone.
   too noisy   noise_band x sigma > max_noise x (S_1 - min S): the swings are a large share of the
               whole decrease, so no plateau can be located. Censored ("too noisy").
   stuck       total decrease S_1 - min S < min_decrease x S_1: the run barely learned after its first
@@ -72,12 +75,15 @@ def smoothed(curve, smooth: int = 3) -> np.ndarray:
     return median_filter(values, size=smooth, mode="nearest") if smooth > 1 and len(values) else values
 
 
-def noise_level(curve) -> float:
-    """sigma: robust sd of the first differences (scaled MAD about their median) / sqrt(2); 0 below 3 points."""
-    steps = np.diff(np.asarray(curve, dtype=float))
-    if len(steps) < 2:
+def noise_level(curve, smooth: int = GUARDS["smooth"]) -> float:
+    """sigma: scaled MAD of the second differences over the curve's tail, / sqrt(6); 0 with < 4 tail points."""
+    values = np.asarray(curve, dtype=float)
+    s = smoothed(values, smooth)
+    near_floor = np.flatnonzero(s - s.min() < 0.5 * (s[0] - s.min()))
+    tail = values[near_floor[0]:] if len(near_floor) else values[:0]
+    if len(tail) < 4:
         return 0.0
-    return float(median_abs_deviation(steps, scale="normal")) / math.sqrt(2)
+    return float(median_abs_deviation(np.diff(tail, 2), scale="normal")) / math.sqrt(6)
 
 
 def hold_window(epochs: int, hold_fraction: float) -> int:
@@ -142,7 +148,7 @@ def convergence_epoch(train_loss, kind: str, smooth: int = GUARDS["smooth"],
     if not np.isfinite(losses).all():
         return Convergence(len(losses), False, "diverged")
     s = smoothed(losses, smooth)
-    noise = noise_band * noise_level(losses)
+    noise = noise_band * noise_level(losses, smooth)
     reason = guard(s, min_decrease, hold_fraction, falling_tolerance, noise, max_noise)
     if reason:
         return Convergence(len(s), False, reason)
