@@ -41,34 +41,91 @@ class NoRecords(ConfigError):
 
 
 def load_records(runs_dir, confidence: float = 0.95) -> pd.DataFrame:
+    """Every run under runs_dir: each run.json, and each sweep job that failed before writing one.
+
+    A run whose files cannot be read is kept with status `unreadable` (or `incomplete`, for a finished
+    run whose metrics.csv lacks intervals) and the reason in `error`: the tables list it and never
+    average it, and one bad record never stops the others from being tabulated."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise NoRecords(f"no run records: expected a directory of runs with run.json files at {runs_dir}, which does"
                         " not exist (train some with `make sweep`, or pass RUNS=<dir>)")
     paths = sorted(runs_dir.rglob("run.json"))
-    if not paths:
+    orphans = sorted(p for p in runs_dir.rglob("job.json") if not (p.parent / "run.json").exists())
+    if not paths and not orphans:
         raise NoRecords(f"no run records: expected run.json files (one per run, from `make run`/`make sweep`)"
                         f" under {runs_dir}, found none")
-    return _frame([_read_run(p.parent, confidence) for p in paths])
+    return _frame([_read_run(p.parent, confidence) for p in paths] + [_job_without_run(p) for p in orphans])
+
+
+def _job_without_run(job_file: Path) -> list[dict]:
+    """A sweep job that ended before its run wrote run.json (e.g. refused config, killed at start)."""
+    try:
+        note = json.loads(job_file.read_text())
+        error = note.get("error") if isinstance(note, dict) else None
+    except (OSError, ValueError) as err:
+        error = f"job.json: {type(err).__name__}: {err}"
+    return [{"run_dir": str(job_file.parent), "run_name": job_file.parent.name, "source": "records",
+             "status": "failed", "error": error or "the job ended before writing run.json"}]
+
+
+class Unreadable(Exception):
+    """A record file that cannot be used: the message names the file and what is wrong."""
 
 
 def _read_run(run_dir: Path, confidence: float) -> list[dict]:
     try:
-        header = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError) as err:
-        return [{"run_dir": str(run_dir), "source": "records", "status": "unreadable",
-                 "error": f"run.json: {type(err).__name__}: {err}"}]
+        header = _read_header(run_dir / "run.json")
+    except Unreadable as err:
+        return [{"run_dir": str(run_dir), "source": "records", "status": "unreadable", "error": str(err)}]
     config = header.get("config", {})
     run = {key: header.get(key) for key in IDENTITY if key in header}
     run.update(run_dir=str(run_dir), source="records", channels=header.get("channels", channels_of(config)),
                config=config)
-    batch_file = run_dir / "batch_accuracy.csv"
-    if batch_file.exists():
-        run.update(batch_stats(pd.read_csv(batch_file), confidence))
-    metrics_file = run_dir / "metrics.csv"
-    metrics = (pd.read_csv(metrics_file, usecols=lambda c: c in METRICS) if metrics_file.exists()
-               else pd.DataFrame(columns=METRICS))
+    try:
+        batch_file = run_dir / "batch_accuracy.csv"
+        if batch_file.exists():
+            run.update(_batch_stats_of(batch_file, confidence))
+        metrics_file = run_dir / "metrics.csv"
+        metrics = (_read_csv(metrics_file, ["interval", "train_loss", "test_top1"]) if metrics_file.exists()
+                   else pd.DataFrame(columns=METRICS))
+    except Unreadable as err:
+        return [{**run, "status": "unreadable", "error": str(err)}]
+    metrics = metrics[[c for c in METRICS if c in metrics]]
+    if run.get("status") == "finished" and len(metrics) < (header.get("epochs") or 0):
+        run.update(status="incomplete", error=f"finished, but metrics.csv holds {len(metrics)} of"
+                                              f" {header.get('epochs')} intervals")
     return _with_rows(run, metrics.to_dict("records"))
+
+
+def _batch_stats_of(path: Path, confidence: float) -> dict:
+    batches = _read_csv(path, ["split", "top1"])
+    try:
+        batches["top1"] = pd.to_numeric(batches["top1"])
+    except (ValueError, TypeError) as err:
+        raise Unreadable(f"{path.name}: top1 is not numeric ({err})") from err
+    return batch_stats(batches, confidence)
+
+
+def _read_header(path: Path) -> dict:
+    try:
+        header = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise Unreadable(f"run.json: {type(err).__name__}: {err}") from err
+    if not isinstance(header, dict) or "status" not in header:
+        raise Unreadable("run.json: not a run record (expected an object with a status)")
+    return header
+
+
+def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise Unreadable(f"{path.name}: {type(err).__name__}: {err}".replace("\n", " ")) from err
+    missing = [c for c in required if c not in table]
+    if missing:
+        raise Unreadable(f"{path.name}: missing column(s) {', '.join(missing)}")
+    return table
 
 
 def batch_stats(batches: pd.DataFrame, confidence: float = 0.95) -> dict:
