@@ -54,7 +54,8 @@ def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame
                      f"mean over seeds, {confidence:.0%} t band")
         stem = out_dir / figure_stem(info)
         for suffix in (".png", ".pdf"):
-            fig.savefig(stem.with_suffix(suffix), dpi=150)
+            # No creation date in the PDF: a regenerated figure is byte-identical to a committed one.
+            fig.savefig(stem.with_suffix(suffix), dpi=150, metadata={"CreationDate": None} if suffix == ".pdf" else None)
             written.append(stem.with_suffix(suffix))
         plt.close(fig)
     return written
