@@ -437,9 +437,14 @@ CHECKPOINT_KEYS = ("model", "optimizer", "policy", "updates", "pending_ids", "pe
                    "rng_cpu", "rng_cuda", "metrics", "trace", "seconds")
 
 
+def start_over(path: Path) -> str:
+    """The fix for a checkpoint that cannot be used."""
+    return f"delete {path} and run again (the run then starts over from update 0)"
+
+
 def load_checkpoint(path: Path, run_id: str) -> dict:
     """checkpoint.pt of this run, or a one-line refusal naming the file to delete."""
-    fix = f"delete {path} and run again (the run then starts over from update 0)"
+    fix = start_over(path)
     try:
         saved = records.load_checkpoint(path)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
@@ -466,8 +471,7 @@ def resume(loop: UpdateLoop, record: RunRecord, saved: dict) -> Stopwatch:
         return restore(loop, record, saved)
     except (RuntimeError, KeyError, ValueError, TypeError) as err:  # e.g. a model of another shape
         path = record.checkpoint_path
-        raise ConfigError(f"{path} cannot be used ({type(err).__name__}): delete {path} and run again (the run"
-                          " then starts over from update 0)") from None
+        raise ConfigError(f"{path} cannot be used ({type(err).__name__}): {start_over(path)}") from None
 
 
 def restore(loop: UpdateLoop, record: RunRecord, saved: dict) -> Stopwatch:
