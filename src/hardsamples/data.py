@@ -7,12 +7,12 @@ hot loop never touches the CPU: a batch is a gather, a cast and a normalisation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import gzip
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ def unpack_system_copy(system_dir: Path, raw: Path) -> None:
     for name in missing:
         handle, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
         with os.fdopen(handle, "wb") as out, gzip.open(system_dir / f"{name}.gz", "rb") as src:
-            out.write(src.read())
+            shutil.copyfileobj(src, out)
         os.replace(tmp, raw / name)
 
 

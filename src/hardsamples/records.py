@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from hardsamples.errors import ConfigError
+
 METRIC_COLUMNS = ["interval", "updates", "train_loss", "train_top1", "seen_train_loss",
                   "test_loss", "test_top1", "seconds", "train_seconds", "extra_forward_passes"]
 TRACE_COLUMNS = ["update", "round", "batch", "loss", "kept"]
@@ -139,8 +141,6 @@ def hold_run_dir(run_dir: Path) -> Iterator[bool]:
     Re-entrant within a process (a sweep job holds the directory around the run that holds it again).
     A directory some other process holds raises ConfigError naming that process.
     """
-    from hardsamples.errors import ConfigError
-
     run_dir = Path(run_dir)
     key = run_dir.resolve()
     if key in _held:

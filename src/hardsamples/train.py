@@ -14,6 +14,7 @@ In a sweep (-m) one run's failure is recorded and the other runs go on; see `swe
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import signal
@@ -85,11 +86,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"delta={cfg.delta} is outside (0, 1]: use 1.0 for Algorithm 1 or a fraction such as 0.2")
     if whole(cfg, "epochs", "epochs=10") < 1:
         raise ConfigError(f"epochs={cfg.epochs} must be at least 1: use epochs=1 or more")
-    if whole(cfg, "batch_size", "batch_size=64") < 1:
-        raise ConfigError(f"batch_size={cfg.batch_size} must be at least 1")
-    if cfg.batch_size < 2:
-        raise ConfigError(f"batch_size={cfg.batch_size} is too small for BatchNorm (it needs 2 samples a batch):"
-                          " use batch_size=2 or more")
+    at_least(cfg, "batch_size", 2, " for BatchNorm (it needs 2 samples a batch)")
     at_least(cfg, "image_size", 2, " (images are resized to image_size x image_size)")
     seed = whole(cfg, "seed", "seed=0")
     if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
@@ -152,8 +149,6 @@ def check_single_sample_batches(cfg: DictConfig, model: torch.nn.Module, data) -
     ones = [name for name, n in splits if n % size == 1]
     if not ones:
         return
-    import copy
-
     probe = copy.deepcopy(model).train()
     try:
         with torch.no_grad():
