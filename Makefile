@@ -1,5 +1,5 @@
 # Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...";
-# `make sweep SWEEP=table3 launcher=slurm` picks a launcher.
+# `make sweep SWEEP=table3 launcher=slurm` runs the grid conf/experiment/table3.yaml on a launcher.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= demo
@@ -29,7 +29,7 @@ run: setup
 	$(PY) -m hardsamples.train $(ARGS)
 
 sweep: setup
-	$(PY) -m hardsamples.train -m --config-dir sweeps --config-name $(SWEEP) $(if $(launcher),launcher=$(launcher)) $(ARGS)
+	$(PY) -m hardsamples.train experiment=$(SWEEP) $(if $(launcher),launcher=$(launcher)) $(ARGS)
 
 demo: setup
 	$(MAKE) --no-print-directory sweep SWEEP=demo

@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
+from hardsamples.layout import CONF_DIR
 from hardsamples.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 # Tiny and fast: a 0.4M-parameter timm ResNet on synthetic 16 x 16 images, W&B off.
 TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=3", "logger.wandb.mode=disabled"]
 TINY_DATA = ["dataset=synthetic", "dataset.num_train=600", "dataset.num_test=128", "dataset.native_size=16"]

@@ -28,7 +28,7 @@ def table_files(folder: Path) -> dict[str, bytes]:
 
 def test_the_study_records_are_complete_and_hold_no_checkpoints():
     runs = sorted((STUDY / "runs").glob("*/run.json"))
-    assert len(runs) == 35, "7 arms x 5 seeds (sweeps/fashion_mnist*.yaml)"
+    assert len(runs) == 35, "7 arms x 5 seeds (conf/experiment/fashion_mnist*.yaml)"
     for path in runs:
         assert json.loads(path.read_text())["status"] == "finished", path
         assert (path.parent / "metrics.csv").is_file() and (path.parent / "batch_accuracy.csv").is_file()

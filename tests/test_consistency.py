@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from hardsamples.consistency import consistency_report
-from hardsamples.paper import load_paper
+from hardsamples.analysis.consistency import consistency_report
+from hardsamples.analysis.paper import load_paper
 
 
 @pytest.fixture(scope="module")

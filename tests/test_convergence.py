@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hardsamples.convergence import convergence_epoch, epochs_to_reach, reach_target
-from hardsamples.tables import CONF_DIR
+from hardsamples.analysis.convergence import convergence_epoch, epochs_to_reach, reach_target
+from hardsamples.layout import CONF_DIR
 
 CONVERGENCE = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tables.yaml").convergence)
 DEFAULTS = {name: {**CONVERGENCE["guards"], **rule} for name, rule in CONVERGENCE["rules"].items()}

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from conftest import TINY, compose_config, train_in_process
-from hardsamples import bench
+from hardsamples.bench import speed as bench
 from hardsamples.data import load_host_data, make_fixed_batches, to_device
-from hardsamples.loop import UpdateLoop
+from hardsamples.loop import UpdateLoop, build_loop
 from hardsamples.models import build_model
 from hardsamples.runtime import make_runtime
-from hardsamples.selection import build_policy
+from hardsamples.policies import build_policy
 
 
 @pytest.fixture
@@ -99,18 +99,12 @@ def test_trace_matches_a_simple_reference_of_algorithm_2(tmp_path, one_thread, f
 
 
 def tiny_loop(device: torch.device, method: list[str]) -> UpdateLoop:
-    """The project's loop, built as train.run builds it, on a small model and synthetic data."""
+    """The project's loop, built as train.run builds it (loop.build_loop), on a small model and synthetic data."""
     runtime = make_runtime(OmegaConf.create({"device": str(device), "precision": "auto", "channels_last": "auto"}))
     cfg = compose_config(TINY + method)
     torch.manual_seed(0)
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", runtime.device, runtime.memory_format)
-    batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=True, partition="dataset_order",
-                                 seed=0, device=runtime.device)
-    model = build_model(cfg.model.name, data.num_classes, data.channels).to(runtime.device,
-                                                                            memory_format=runtime.memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, **runtime.optimizer_kwargs())
-    policy = build_policy(cfg, batches.shape[0], runtime.device)
-    return UpdateLoop(model, optimizer, policy, data, batches, cfg.epochs, runtime.autocast, runtime.memory_format)
+    return build_loop(cfg, data, runtime)
 
 
 # Every way a tensor hands a Python value to the host. On CUDA each one waits for the device.

@@ -19,10 +19,10 @@ from PIL import Image
 from conftest import CONF, TINY, compose_config, run_cli, train_in_process
 from hardsamples.data import HostData, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
-from hardsamples.loop import UpdateLoop
+from hardsamples.loop import build_loop
 from hardsamples.models import build_model
 from hardsamples.runtime import Runtime, resolve_precision
-from hardsamples.selection import HardBatchesPolicy, TrimmingPolicy, build_policy, hardest_count
+from hardsamples.policies import HardBatchesPolicy, TrimmingPolicy, build_policy, hardest_count
 
 CPU = torch.device("cpu")
 
@@ -54,7 +54,7 @@ def test_final_rows_are_every_batch_of_the_final_model_including_the_partial_one
     cfg = compose_config(TINY + overrides)
     data = to_device(load_host_data(cfg), cfg.image_size, cfg.fidelity.normalization, CPU)
     model = build_model(cfg.model.name, data.num_classes, data.channels)
-    model.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"])  # the last interval's
+    model.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True)["loop"]["model"])  # the last interval's
     batch_mode = fidelity == "paper_code"  # BatchNorm: batch statistics (paper_code) or running ones (clean)
     forward_size = 64 if batch_mode else cfg.eval.batch_size
     rows = pd.read_csv(tmp_path / "batch_accuracy.csv")
@@ -118,7 +118,7 @@ def policy_rounds(fidelity: str, round0: list[float], later_loss: float, rounds:
     Halfway the policy is checkpointed and rebuilt, as a resumed run rebuilds it."""
     cfg = compose_config(TINY + [f"fidelity={fidelity}", "delta=0.3", "method.round_order=loss"])
     policy = build_policy(cfg, len(round0), CPU)
-    ids = policy.next_round()
+    ids = policy.next_round(0, 10**6, None)
     policy.observe(ids, torch.tensor(round0)[ids])
     chosen = []
     for r in range(rounds):
@@ -126,7 +126,7 @@ def policy_rounds(fidelity: str, round0: list[float], later_loss: float, rounds:
             state = copy.deepcopy(policy.state_dict())
             policy = build_policy(cfg, len(round0), CPU)
             policy.load_state_dict(state)
-        ids = policy.next_round()
+        ids = policy.next_round(r + 1, 10**6, None)
         chosen.append(ids.tolist())
         policy.observe(ids, torch.full((len(ids),), later_loss))
     return policy.k, chosen
@@ -239,12 +239,8 @@ def test_an_update_stores_the_fused_cross_entropy_mean():
     torch.manual_seed(0)
     cfg = compose_config(TINY + ["delta=0.5"])
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", CPU)
-    batches = make_fixed_batches(data.num_train, 64, drop_last=True, partition="dataset_order", seed=0, device=CPU)
-    model = build_model(cfg.model.name, data.num_classes, data.channels)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
-    runtime = Runtime(CPU, "fp32", torch.contiguous_format)
-    loop = UpdateLoop(model, optimizer, build_policy(cfg, len(batches), CPU), data, batches, 3,
-                      runtime.autocast, runtime.memory_format)
+    loop = build_loop(cfg, data, Runtime(CPU, "fp32", torch.contiguous_format))
+    batches, model, optimizer = loop.batches, loop.model, loop.optimizer
     differs = 0
     for epoch in range(3):
         for ids in batches:

@@ -15,7 +15,11 @@ from conftest import CONF, ROOT, compose_config, train_in_process
 from hardsamples import records
 from hardsamples.errors import ConfigError
 from hardsamples.loop import UpdateLoop
-from hardsamples.selection import HardBatchesPolicy, RandomBatchesPolicy, TrimmingPolicy
+from hardsamples.policies import HardBatchesPolicy, TrimmingPolicy
+
+
+def no_refresh() -> torch.Tensor:
+    raise AssertionError("this policy must not measure the batches' losses")
 
 # Smaller than TINY to keep this file fast: 288 synthetic 8 x 8 images in batches of B = 32, last
 # partial batch dropped -> N = 9. delta = 0.5 gives k = 4; 0.5 x 9 is not whole, so the last round is cut.
@@ -142,28 +146,31 @@ def test_random_control_trains_k_distinct_batches_a_round_drawn_from_the_seed(ru
     for ids in list(rounds.values())[1:]:
         assert len(set(ids)) == len(ids) and ids == sorted(ids)  # distinct, in index order (the default)
     # The same seed draws the same rounds: a fresh policy seeded alike replays the run's choices.
-    replay = RandomBatchesPolicy(N, 0.5, "index", seed=0, device=torch.device("cpu"))
-    assert [replay.next_round().tolist()[: len(ids)] for ids in rounds.values()] == list(rounds.values())
+    replay = HardBatchesPolicy(N, 0.5, "index", torch.device("cpu"), draw="random", seed=0)
+    replayed = [replay.next_round(r, N * E, no_refresh).tolist()[: len(ids)] for r, ids in enumerate(rounds.values())]
+    assert replayed == list(rounds.values())
     assert run("random_batches_seed1").rounds() != rounds
 
 
 def test_random_control_resumes_its_draws_from_a_checkpoint(tmp_path):
     cpu = torch.device("cpu")
-    first = RandomBatchesPolicy(N, 0.5, "index", seed=0, device=cpu)
-    first.next_round(), first.observe(torch.arange(N), torch.rand(N)), first.next_round()
+    first = HardBatchesPolicy(N, 0.5, "index", cpu, draw="random", seed=0)
+    first.next_round(0, N * E, no_refresh), first.observe(torch.arange(N), torch.rand(N))
+    first.next_round(1, N * E, no_refresh)
     records.save_checkpoint(tmp_path / "policy.pt", first.state_dict())
-    resumed = RandomBatchesPolicy(N, 0.5, "index", seed=7, device=cpu)
+    resumed = HardBatchesPolicy(N, 0.5, "index", cpu, draw="random", seed=7)
     resumed.load_state_dict(records.load_checkpoint(tmp_path / "policy.pt"))
-    for _ in range(3):
-        assert torch.equal(first.next_round(), resumed.next_round())
+    for r in range(2, 5):
+        assert torch.equal(first.next_round(r, N * E, no_refresh), resumed.next_round(r, N * E, no_refresh))
 
 
 def test_random_control_in_loss_order_ranks_its_draw_like_hard_batches():
-    policy = RandomBatchesPolicy(6, 0.5, "loss", seed=0, device=torch.device("cpu"))
-    policy.next_round()
+    policy = HardBatchesPolicy(6, 0.5, "loss", torch.device("cpu"), draw="random", seed=0)
+    assert policy.name == "random_batches"
+    policy.next_round(0, 100, no_refresh)
     stored = torch.tensor([0.3, 0.9, 0.3, 0.1, 0.5, 0.7])
     policy.observe(torch.arange(6), stored)
-    chosen = policy.next_round().tolist()
+    chosen = policy.next_round(1, 100, no_refresh).tolist()
     assert sorted(chosen, key=lambda b: (-stored[b].item(), b)) == chosen and len(set(chosen)) == 3
 
 
@@ -173,14 +180,20 @@ def test_random_control_in_loss_order_ranks_its_draw_like_hard_batches():
 def test_refresh_chooses_and_orders_by_the_refreshed_losses_not_the_stored_ones(round_order, expected):
     policy = HardBatchesPolicy(6, 0.5, round_order, torch.device("cpu"), refresh=True)
     assert policy.name == "hard_batches_refresh"
-    assert not policy.refreshes_before_round(0)  # round 0 measures every batch as it trains it
-    policy.next_round()
+    measured = []
+
+    def measure() -> torch.Tensor:
+        measured.append(True)
+        return torch.tensor([0.1, 0.5, 0.2, 0.9, 0.3, 0.7])
+
+    policy.next_round(0, 100, measure)
+    assert not measured  # round 0 measures every batch as it trains it
     policy.observe(torch.arange(6), torch.tensor([9.0, 0.0, 8.0, 0.0, 7.0, 0.0]))  # stale: ignored
-    assert policy.refreshes_before_round(1)
-    policy.refresh(torch.tensor([0.1, 0.5, 0.2, 0.9, 0.3, 0.7]))
-    assert policy.next_round().tolist() == expected
+    assert policy.next_round(1, 100, measure).tolist() == expected and len(measured) == 1
     plain = HardBatchesPolicy(6, 0.5, round_order, torch.device("cpu"))
-    assert plain.name == "hard_batches" and not any(plain.refreshes_before_round(r) for r in range(5))
+    assert plain.name == "hard_batches"
+    for r in range(5):
+        plain.observe(plain.next_round(r, 100, no_refresh), torch.rand(3 if r else 6))
 
 
 def test_refresh_measures_all_n_batches_before_every_later_round_and_trains_their_top_k(run):
@@ -231,7 +244,7 @@ def test_bad_method_settings_raise_one_clear_line_and_write_no_record(tmp_path, 
 @pytest.mark.parametrize("sweep", ["methods_demo", "methods_cifar10"])
 def test_method_sweeps_give_each_method_a_delta_it_accepts(sweep):
     expected = {"standard": 1.0, "trimming": 1.0, "hard_batches": 0.2, "hard_batches_refresh": 0.2, "random_batches": 0.2}
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for method, delta in expected.items():
-            cfg = compose(config_name=sweep, overrides=[f"hydra.searchpath=[file://{CONF}]", f"method={method}"])
+            cfg = compose(config_name="config", overrides=[f"experiment={sweep}", f"method={method}"])
             assert (cfg.sweep_name, cfg.delta) == (sweep, delta), method

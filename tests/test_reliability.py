@@ -66,7 +66,7 @@ def test_a_second_process_on_a_running_run_directory_gets_one_line_and_exit_2(tm
 
 
 def sweep(cwd: Path, *args: str):
-    return run_cli(["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "demo", *TINY, "launcher=local", *args],
+    return run_cli(["-m", "experiment=demo", *TINY, "launcher=local", *args],
                    cwd=cwd, env=ONE_THREAD)
 
 
@@ -107,7 +107,7 @@ def test_a_sweep_over_a_key_outside_the_run_name_gives_every_value_its_own_direc
 
 
 def test_run_names_of_sweeps_over_name_keys_stay_as_they_were():
-    from hardsamples.launch import run_dir_name
+    from hardsamples.sweep import run_dir_name
     config = {"run_name": "resnet18-cifar10-hard_batches-d0.2-s0", "delta": 0.2, "optimizer": {"lr": 0.005}}
     assert run_dir_name(config, swept=["delta", "seed", "model", "method", "dataset"]) == config["run_name"]
     named = run_dir_name(config, swept=["optimizer.lr", "delta"])
@@ -277,11 +277,11 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, o
 def test_every_valid_config_of_the_sweep_files_passes_validation():
     from hydra import compose, initialize_config_dir
     from conftest import CONF
-    from hardsamples.train import check_settings
+    from hardsamples.validation import check_settings
     for name in ("demo", "table3", "table4", "table5", "timing", "fashion_mnist", "fashion_mnist_controls",
                  "fashion_mnist_paper", "methods_demo", "methods_cifar10"):
-        with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-            cfg = compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF}]"])
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"experiment={name}"])
         check_settings(cfg)
 
 
@@ -422,7 +422,7 @@ def test_an_unfinished_run_in_a_read_only_results_directory_is_one_line(finished
 
 def start_sweep(cwd: Path, launcher: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hardsamples.train", "-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "demo",
+        [sys.executable, "-m", "hardsamples.train", "-m", "experiment=demo",
          *TINY, f"launcher={launcher}", *args], cwd=cwd, env={**os.environ, **ONE_THREAD},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -515,15 +515,16 @@ def test_a_job_requeued_after_its_run_finished_keeps_its_job_note(tmp_path, monk
     """SLURM requeues a pre-empted job even when its run finished inside the kill window: the requeued
     job must not rewrite the finished job's note to `skipped` after the sweep's summary."""
     from conftest import compose_config
-    from hardsamples.train import sweep_job
+    from hardsamples.sweep import sweep_job
+    from hardsamples.train import run
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     cfg = compose_config([*TINY, "epochs=1"])
-    assert sweep_job(cfg, tmp_path, 0) == "finished"
+    assert sweep_job(cfg, tmp_path, 0, run) == "finished"
     first = json.loads((tmp_path / "job.json").read_text())
-    assert sweep_job(cfg, tmp_path, 0) == "finished"  # the same SLURM job, requeued
+    assert sweep_job(cfg, tmp_path, 0, run) == "finished"  # the same SLURM job, requeued
     assert json.loads((tmp_path / "job.json").read_text()) == first
     monkeypatch.setenv("SLURM_JOB_ID", "4243")  # a new sweep's job: skipped, and says so
-    assert sweep_job(cfg, tmp_path, 0) == "skipped"
+    assert sweep_job(cfg, tmp_path, 0, run) == "skipped"
     assert json.loads((tmp_path / "job.json").read_text())["outcome"] == "skipped"
 
 
@@ -615,14 +616,14 @@ def test_a_job_stopped_by_systemexit_says_so_in_both_notes(tmp_path, monkeypatch
     both say the run was stopped and will resume, instead of `failed (SystemExit: -1)` beside a
     job.json left `running`."""
     from conftest import compose_config
-    from hardsamples import train
+    from hardsamples import sweep, train
 
     def stopped(*args, **kwargs):
         raise SystemExit(-1)
 
     monkeypatch.setattr(train, "train_and_record", stopped)
     with pytest.raises(SystemExit):
-        train.sweep_job(compose_config([*TINY, "epochs=1"]), tmp_path, 0)
+        sweep.sweep_job(compose_config([*TINY, "epochs=1"]), tmp_path, 0, run_one=train.run)
     header = json.loads((tmp_path / "run.json").read_text())
     note = json.loads((tmp_path / "job.json").read_text())
     assert header["status"] == "failed" and "resumes from the last checkpoint" in header["error"]

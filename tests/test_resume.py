@@ -59,14 +59,14 @@ def test_a_killed_run_resumes_to_the_record_of_an_uninterrupted_run(tmp_path):
     assert reference.wait(timeout=300) == 0
 
     saved = torch.load(killed_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-    assert 18 <= saved["updates"] < 54 and saved["pending_ids"] is not None, "killed inside a round"
+    assert 18 <= saved["loop"]["updates"] < 54 and saved["loop"]["pending_ids"] is not None, "killed inside a round"
     interrupted = json.loads((killed_dir / "run.json").read_text())
     assert interrupted["status"] == "running"
 
     # The rerun goes through the sweep path (-m): the summary counts it as resumed.
     result = run_cli(["-m", *ARGS, "sweep_name=killed"], cwd=tmp_path, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming at update {saved['updates']} of 54" in result.stdout + result.stderr
+    assert f"resuming at update {saved['loop']['updates']} of 54" in result.stdout + result.stderr
     assert "0 finished, 1 resumed, 0 skipped, 0 diverged, 0 failed" in result.stdout
 
     reference_dir = tmp_path / "results/runs/reference" / RUN
@@ -74,7 +74,7 @@ def test_a_killed_run_resumes_to_the_record_of_an_uninterrupted_run(tmp_path):
         pd.testing.assert_frame_equal(without_seconds(killed_dir / name), without_seconds(reference_dir / name),
                                       check_exact=True, obj=name)
     header = json.loads((killed_dir / "run.json").read_text())
-    assert header["status"] == "finished" and header["resumed_from"] == [saved["updates"]]
+    assert header["status"] == "finished" and header["resumed_from"] == [saved["loop"]["updates"]]
     assert header["run_id"] == interrupted["run_id"]  # so W&B resumes the same run
     assert rows(killed_dir / "metrics.csv") == 6 and rows(killed_dir / "trace.csv") == 54
 

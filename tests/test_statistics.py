@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hardsamples.statistics import (
+from hardsamples.analysis.inference import (
     best_of_k_null,
     holm,
     paired,

@@ -23,15 +23,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from conftest import CONF, ROOT, TINY, run_cli
-from hardsamples import launch
+from hardsamples import sweep as launch
 
-SWEEPS = ROOT / "sweeps"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TWO_JOBS = ["epochs=2", "delta=1.0,0.5", "seed=0"]
 
 
 def sweep(cwd: Path, *args: str, env: dict | None = None):
-    return run_cli(["-m", "--config-dir", str(SWEEPS), "--config-name", "demo", *TINY, *args],
+    return run_cli(["-m", "experiment=demo", *TINY, *args],
                    cwd=cwd, env={**ONE_THREAD, **(env or {})})
 
 
@@ -126,7 +125,7 @@ def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp
     pre-emption and time-limit warning): it calls the launcher's checkpoint(), requeues the job, and
     the job resumes from the run's last checkpoint."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hardsamples.train", "-m", "--config-dir", str(SWEEPS), "--config-name", "demo", *TINY,
+        [sys.executable, "-m", "hardsamples.train", "-m", "experiment=demo", *TINY,
          "epochs=4", "delta=1.0,0.5", "seed=0", "sweep_name=submitit", "launcher=submitit_local"],
         cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = tmp_path / "results/runs/submitit/test_resnet-synthetic-hard_batches-d0.5-s0"
@@ -146,10 +145,9 @@ def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp
 
 
 def compose_sweep(name: str, overrides: list[str]):
-    """As `--config-dir sweeps --config-name <name>` composes it: a sweep file on top of conf/."""
-    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
-        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF}]", *overrides],
-                       return_hydra_config=True)
+    """As `experiment=<name>` composes it: a grid of conf/experiment/ on top of conf/config.yaml."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
 
 
 def test_slurm_launcher_composes_with_its_defaults_and_overrides():
@@ -200,7 +198,7 @@ def test_slurm_launcher_writes_the_sbatch_script_we_mean(tmp_path, monkeypatch):
 def test_every_launcher_choice_composes(launcher, target):
     cfg = compose_sweep("demo", [f"launcher={launcher}"])
     assert cfg.hydra.launcher._target_.endswith(target)
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "hardsamples.sweep_summary.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "hardsamples.sweep.SweepSummary"
 
 
 @pytest.mark.parametrize("name,dataset,runs", [

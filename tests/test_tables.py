@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hardsamples import aggregate
-from hardsamples.loading import load_records, load_wandb
-from hardsamples.paper import MODEL_ORDER, load_paper
+from hardsamples.analysis import aggregate
+from hardsamples.analysis.loading import load_records, load_wandb
+from hardsamples.analysis.paper import MODEL_ORDER, load_paper
 from hardsamples.wandb_mirror import SUMMARY_FIELDS
 from hardsamples.records import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, write_csv, write_json
-from hardsamples.statistics import t_interval
-from hardsamples.tables import DELTA_CSV, build, compose
+from hardsamples.analysis.inference import t_interval
+from hardsamples.analysis.tables import DELTA_CSV, build
+from hardsamples.tables import compose
 
 RULES = {"relative": {"kind": "relative", "tolerance": 0.01},
          "absolute": {"kind": "absolute", "threshold": 0.05}}
@@ -310,7 +311,7 @@ def converging_curve(epochs: int, e: int) -> list[float]:
 def test_paper_shaped_records_give_the_papers_delta_e(tmp_path):
     """Runs converging at the paper's e (2 seeds, E = 100) give the paper's printed Delta-e in every row
     the paper is self-consistent in and whose e leaves the hold window (e <= 91 of 100)."""
-    from hardsamples.consistency import close, consistency_report
+    from hardsamples.analysis.consistency import close, consistency_report
 
     paper = load_paper()
     for _, r in paper.tables.dropna(subset=["e"]).iterrows():

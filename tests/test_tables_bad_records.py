@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from hardsamples.aggregate import summarise_runs
-from hardsamples.loading import load_records
+from hardsamples.analysis.aggregate import summarise_runs
+from hardsamples.analysis.loading import load_records
 
 STUDY = ROOT / "results" / "fashion_mnist" / "runs"
 GOOD = [f"test_resnet-fashion_mnist-hard_batches-d{d}-s{s}" for d in ("1.0", "0.2") for s in (0, 1, 2)]

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, train_in_process
 
-from hardsamples.tables import DELTA_CSV, main
+from hardsamples.analysis.tables import DELTA_CSV
+from hardsamples.tables import main
 
 
 def tables_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -1,5 +1,19 @@
-"""The one exception type for bad input: its message is the single line a user sees."""
+"""How a run ends other than by itself: bad input (ConfigError) and a stop from outside (Terminated)."""
 
 
 class ConfigError(Exception):
-    """Bad input: the message names the problem and the fix."""
+    """Bad input: the message is the single line a user sees, naming the problem and the fix."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (what a cluster or `kill` sends first): the run is recorded as failed, then the process ends."""
+
+
+def stop_reason(err: BaseException) -> str:
+    """run.json's error for a run that did not end by itself. A SystemExit inside a run is submitit
+    ending a pre-empted or timed-out job it has requeued (or a rerun's business)."""
+    reason = f"{type(err).__name__}: {err}"
+    if isinstance(err, (SystemExit, KeyboardInterrupt, Terminated)):
+        reason += (" (stopped before its end: pre-emption, time limit, cancel or signal); a requeued job or a"
+                   " rerun resumes from the last checkpoint")
+    return reason

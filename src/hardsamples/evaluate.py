@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -73,3 +73,25 @@ def summarise(losses: torch.Tensor, hits: torch.Tensor, settings: EvalSettings) 
     else:
         loss, top1 = losses.mean(), hits.mean()
     return EvalResult(float(loss), 100.0 * float(top1), (100.0 * batch_top1).tolist(), sizes)
+
+
+def eval_settings(cfg, runtime) -> EvalSettings:
+    """How a run under cfg evaluates each interval (fidelity.eval_*), on runtime's device."""
+    paper_batches = cfg.fidelity.eval_batchnorm == "train"  # BatchNorm then sees the training batch size
+    return EvalSettings(
+        batchnorm=cfg.fidelity.eval_batchnorm, average=cfg.fidelity.eval_average,
+        drop_last=cfg.fidelity.eval_drop_last,
+        forward_batch_size=cfg.batch_size if paper_batches else cfg.eval.batch_size,
+        metric_batch_size=cfg.batch_size, autocast=runtime.autocast, memory_format=runtime.memory_format)
+
+
+def final_evaluation(model, data: DeviceData, settings: EvalSettings, train: EvalResult,
+                     test: EvalResult) -> tuple[EvalResult, EvalResult]:
+    """The final model as the authors' metrics.py evaluated it: every sample in batches of batch_size,
+    shuffle=False, the last partial batch its own batch; the paper's +/- is a t-interval over these.
+    Without drop_last the interval kind already is exactly that, and is reused."""
+    if not settings.drop_last:
+        return train, test
+    final = replace(settings, average="per_batch", drop_last=False)
+    return (evaluate(model, data, data.train_images, data.train_labels, final),
+            evaluate(model, data, data.test_images, data.test_labels, final))

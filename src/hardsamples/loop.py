@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from hardsamples.data import DeviceData
+from hardsamples.data import DeviceData, make_fixed_batches
+from hardsamples.models import build_model
+from hardsamples.policies import Policy, build_policy
+from hardsamples.runtime import Runtime
 
 
 @dataclass
@@ -34,14 +37,19 @@ class Segment:
 @dataclass
 class LoopState:
     updates: int = 0
+    rounds: int = 0  # rounds started; the round being trained is rounds - 1
     pending_ids: torch.Tensor | None = None  # the rest of a round cut by an interval boundary
-    pending_round: int = -1
     extra_forward_passes: int = 0  # forward passes that are not updates (policies that refresh)
-    segments: list[Segment] = field(default_factory=list)
 
 
 class UpdateLoop:
-    def __init__(self, model, optimizer, policy, data: DeviceData, batches: torch.Tensor, epochs: int,
+    """N x E updates over fixed batches, round by round as the policy chooses; resumable exactly.
+
+    `state_dict()` holds everything a resumed run needs to continue as if never stopped: the model,
+    the optimizer, the policy, the loop's position (inside a round too) and the RNG states.
+    """
+
+    def __init__(self, model, optimizer, policy: Policy, data: DeviceData, batches: torch.Tensor, epochs: int,
                  autocast: Callable[[], AbstractContextManager], memory_format: torch.memory_format):
         self.model, self.optimizer, self.policy = model, optimizer, policy
         self.forward = model  # torch.compile(model) when compile=true; state lives in self.model
@@ -54,21 +62,38 @@ class UpdateLoop:
 
     def train_interval(self) -> list[Segment]:
         """Run updates until the next multiple of N (or the budget); return what was trained."""
-        state = self.state
+        state, segments = self.state, []
         interval_end = min(self.budget, (state.updates // self.num_batches + 1) * self.num_batches)
         while state.updates < interval_end:
             if state.pending_ids is None:
-                state.pending_round = self.policy.rounds_started
-                if self.policy.refreshes_before_round(state.pending_round):
-                    self.policy.refresh(self.measure_batch_losses())
-                size = min(self.policy.round_size, self.budget - state.updates)
-                state.pending_ids = self.policy.next_round()[:size]  # the last round is cut to fit
+                state.pending_ids = self.policy.next_round(state.rounds, self.budget - state.updates,
+                                                           self.measure_batch_losses)
+                state.rounds += 1
             take = min(state.pending_ids.shape[0], interval_end - state.updates)
             ids, rest = state.pending_ids[:take], state.pending_ids[take:]
-            state.segments.append(self.train_batches(ids, state.pending_round))
+            segments.append(self.train_batches(ids, state.rounds - 1))
             state.pending_ids = rest if rest.shape[0] else None
-        segments, state.segments = state.segments, []
         return segments
+
+    def state_dict(self) -> dict:
+        state = self.state
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "policy": self.policy.state_dict(), "updates": state.updates, "rounds": state.rounds,
+                "pending_ids": None if state.pending_ids is None else state.pending_ids.cpu(),
+                "extra_forward_passes": state.extra_forward_passes, "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.policy.load_state_dict(saved["policy"])
+        pending = saved["pending_ids"]
+        self.state = LoopState(updates=saved["updates"], rounds=saved["rounds"],
+                               pending_ids=None if pending is None else pending.to(self.batches.device),
+                               extra_forward_passes=saved["extra_forward_passes"])
+        torch.set_rng_state(saved["rng_cpu"])
+        if saved["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["rng_cuda"])
 
     def train_batches(self, batch_ids: torch.Tensor, round_index: int) -> Segment:
         """One update per batch id. No host synchronisation: ids and losses stay on the device."""
@@ -154,6 +179,30 @@ def mean_segment_loss(segments: list[Segment]) -> float:
     total = torch.stack([seg.losses.sum() for seg in segments]).sum()
     count = sum(seg.losses.shape[0] for seg in segments)
     return float(total) / count
+
+
+def build_optimizer(cfg, model: torch.nn.Module, runtime: Runtime) -> torch.optim.Optimizer:
+    """SGD with cfg.optimizer's lr, momentum and weight decay (the paper's optimizer), fused on CUDA."""
+    o = cfg.optimizer
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                           **runtime.optimizer_kwargs())
+
+
+def build_loop(cfg, data: DeviceData, runtime: Runtime, model: torch.nn.Module | None = None) -> UpdateLoop:
+    """The update loop of a run config: its fixed batches, model, optimizer and policy, in that order
+    (the model's initial weights are drawn from torch's global RNG, seeded by the caller). A model
+    passed in is trained as it is (the benchmark times several loops on one model)."""
+    batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
+                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=runtime.device)
+    if model is None:
+        model = build_model(cfg.model.name, data.num_classes, data.channels)
+        model = model.to(runtime.device, memory_format=runtime.memory_format)
+    policy = build_policy(cfg, batches.shape[0], runtime.device)
+    loop = UpdateLoop(model, build_optimizer(cfg, model, runtime), policy, data, batches, cfg.epochs,
+                      runtime.autocast, runtime.memory_format)
+    if cfg.compile:
+        loop.forward = torch.compile(model)
+    return loop
 
 
 class Stopwatch:

@@ -1,15 +1,8 @@
-"""The run record: the source of truth for every run, written atomically into its output directory.
+"""The run record on disk, the source of truth for every run: written atomically, read back with checks.
 
-  run.json            resolved config, identity (model, dataset, method, delta, seed, N, k, budget),
-                      versions, git commit, status (running / finished / diverged / failed) and error
-  metrics.csv         one row per interval (METRIC_COLUMNS)
-  trace.csv           one row per update when record.trace=true (TRACE_COLUMNS)
-  batch_accuracy.csv  the final model's top-1 on each evaluation batch: evaluation=interval as the
-                      intervals evaluate, evaluation=final as the authors' metrics.py (the paper's +/-)
-  checkpoint.pt       everything needed to resume (model, optimizer, policy, RNG, rows so far)
-
-A reader never sees a half-written file: each write goes to a temporary file that replaces the old
-one in a single rename.
+What each file holds is defined in record_schema.py. A reader never sees a half-written file: each
+write goes to a temporary file that replaces the old one in a single rename. A run directory has one
+writer at a time (hold_run_dir).
 """
 
 from __future__ import annotations
@@ -30,15 +23,15 @@ from pathlib import Path
 import torch
 
 from hardsamples.errors import ConfigError
+from hardsamples.record_schema import (
+    BATCH_ACCURACY_COLUMNS,
+    METRIC_COLUMNS,
+    RECORD_FILES,
+    STATUSES,
+    TRACE_COLUMNS,
+    comparable,
+)
 
-METRIC_COLUMNS = ["interval", "updates", "train_loss", "train_top1", "seen_train_loss",
-                  "test_loss", "test_top1", "seconds", "train_seconds", "extra_forward_passes"]
-TRACE_COLUMNS = ["update", "round", "batch", "loss", "kept"]
-BATCH_ACCURACY_COLUMNS = ["split", "evaluation", "batch", "samples", "top1"]
-STATUSES = ("running", "finished", "diverged", "failed")
-
-
-RECORD_FILES = ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", "job.json")
 
 
 def current_umask() -> int:
@@ -216,3 +209,81 @@ class RunRecord:
 
     def write_batch_accuracy(self, rows: list[dict]) -> None:
         write_csv(self.directory / "batch_accuracy.csv", BATCH_ACCURACY_COLUMNS, rows)
+
+    def state_dict(self) -> dict:
+        """The rows written so far: a resumed run rewrites its files from these."""
+        return {"metrics": self.metrics, "trace": self.trace}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.metrics, self.trace = list(state["metrics"]), list(state["trace"])
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """run.json, or None when there is none; one that cannot be read or is no run record is refused
+    with a line naming what to delete (a kill mid-write never leaves one: this is outside damage)."""
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        return None
+    fix = f"delete the directory {run_dir} to start that run afresh"
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not text
+        problem = "it is empty" if path.stat().st_size == 0 else f"{type(err).__name__}: {err}".replace("\n", " ")
+        raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
+    if not isinstance(record, dict) or record.get("status") not in STATUSES \
+            or not isinstance(record.get("config"), dict):
+        raise ConfigError(f"{path} cannot be used (not a run record: no status and config): {fix}")
+    return record
+
+
+def previous_run(run_dir: Path, config: dict) -> dict | None:
+    """The record already in run_dir, if any; refuses one made with a different (resolved) config."""
+    old = read_record(run_dir)
+    if old is not None and comparable(old["config"]) != comparable(config):
+        raise ConfigError(f"{run_dir} holds a run with a different config: pass run_name=<new name>"
+                          " or sweep_name=<new sweep>, or delete that directory")
+    return old
+
+
+def check_complete(run_dir: Path, old: dict) -> None:
+    """A run recorded as over must still have its rows; otherwise it is refused, never skipped as done."""
+    path = Path(run_dir) / "metrics.csv"
+    fix = f"delete the directory {run_dir} to train that run again"
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv is missing: {fix}") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv cannot be read ({err}): {fix}") from None
+    rows = max(0, len(lines) - 1)
+    if rows == 0:
+        raise ConfigError(f"{run_dir} is {old['status']} but its metrics.csv has no rows: {fix}")
+    if old["status"] == "finished":
+        expected = old.get("epochs")
+        if isinstance(expected, int) and rows != expected:
+            raise ConfigError(f"{run_dir} is finished but its metrics.csv has {rows} of {expected} rows: {fix}")
+        if not (Path(run_dir) / "batch_accuracy.csv").exists():
+            raise ConfigError(f"{run_dir} is finished but its batch_accuracy.csv is missing: {fix}")
+
+
+CHECKPOINT_KEYS = ("loop", "record", "seconds", "run_id")  # train.save_checkpoint
+
+
+def start_over(path: Path) -> str:
+    """The fix for a checkpoint that cannot be used."""
+    return f"delete {path} and run again (the run then starts over from update 0)"
+
+
+def load_run_checkpoint(path: Path, run_id: str) -> dict:
+    """checkpoint.pt of this run, or a one-line refusal naming the file to delete."""
+    fix = start_over(path)
+    try:
+        saved = load_checkpoint(path)
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        problem = "it is empty" if path.stat().st_size == 0 else type(err).__name__
+        raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
+    if not isinstance(saved, dict) or any(key not in saved for key in CHECKPOINT_KEYS):
+        raise ConfigError(f"{path} cannot be used (not a checkpoint of this code): {fix}")
+    if saved["run_id"] != run_id:
+        raise ConfigError(f"{path} belongs to run {saved['run_id']}, not to this run {run_id}: {fix}")
+    return saved

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hardsamples.errors import ConfigError
-from hardsamples.statistics import t_interval
+from hardsamples.analysis.inference import t_interval
 
 IDENTITY = ["run_id", "run_name", "run_dir", "source", "sweep", "dataset", "model", "method", "delta",
             "seed", "fidelity", "epochs", "batch_size", "image_size", "num_classes", "channels",

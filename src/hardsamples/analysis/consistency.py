@@ -24,8 +24,8 @@ import pandas as pd
 
 from scipy import stats
 
-from hardsamples.paper import Paper
-from hardsamples.statistics import best_change_pct, delta_e_pct
+from hardsamples.analysis.paper import Paper
+from hardsamples.analysis.inference import best_change_pct, delta_e_pct
 
 ROUNDING = 0.05  # half a unit of the 0.1 to which Tables 3-5 print top-1
 TEXT_CLAIM = {"improved": 8, "of": 15, "mean_improvement_pct": 3.542}  # Section 4.4, under Table 6

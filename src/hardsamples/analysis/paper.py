@@ -1,4 +1,4 @@
-"""The paper's reported numbers (results/paper/, a copy of shared/reference/) as DataFrames."""
+"""The paper's reported numbers (analysis/reference/: layout.PAPER_NUMBERS_DIR) as DataFrames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
+from hardsamples.layout import PAPER_NUMBERS_DIR
+
 # The paper's table number of each dataset (Tables 3-5) and its model order.
 TABLE_OF_DATASET = {"cifar10": 3, "cifar100": 4, "stl10": 5}
 MODEL_ORDER = ["resnet18", "resnet50", "efficientnet_b4", "efficientnetv2_s", "mobilenetv3_small_100"]
@@ -24,7 +25,7 @@ class Paper:
 
 
 def load_paper(paper_dir=None) -> Paper:
-    paper_dir = Path(paper_dir) if paper_dir else PAPER_DIR
+    paper_dir = Path(paper_dir) if paper_dir else PAPER_NUMBERS_DIR
     text = pd.read_csv(paper_dir / "paper_tables.csv", dtype=str, keep_default_na=False)
     tables = pd.read_csv(paper_dir / "paper_tables.csv").rename(columns={"timm_model": "model"})
     table6 = pd.read_csv(paper_dir / "paper_table6.csv").rename(columns={"timm_model": "model"})

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hardsamples.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
-from hardsamples.loading import PROTOCOL, run_table
-from hardsamples.paper import Paper, model_sort_key
-from hardsamples.statistics import (
+from hardsamples.layout import CONF_DIR
+from hardsamples.analysis.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
+from hardsamples.analysis.loading import PROTOCOL, run_table
+from hardsamples.analysis.paper import Paper, model_sort_key
+from hardsamples.analysis.inference import (
     best_change_pct,
     best_of_k_null,
     delta_e_pct,
@@ -41,7 +42,6 @@ from hardsamples.statistics import (
 GROUP = ["dataset", "model", *PROTOCOL, "method", "variant", "delta"]
 BLOCK = ["dataset", "model", *PROTOCOL]  # what a delta-e or a Table 6 change compares within
 DELTA_METHODS = ("standard", "hard_batches")  # the paper's Algorithms 1 and 2: Tables 3-6
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def protocol_text(row) -> str:

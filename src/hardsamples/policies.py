@@ -1,20 +1,15 @@
-"""Selection policies: which fixed batch each update trains on, and which loss it back-propagates.
+"""Selection policies: which fixed batches each round trains, and which loss each update back-propagates.
 
-The interface is two questions the update loop asks:
-  next_round()                  -> device LongTensor of batch ids to train, in training order
-  observe(batch_ids, losses)    <- the loss each of those batches had when it was trained
-and, for policies that drop samples (`per_sample = True`), `reduce(per_sample_losses, epoch, epochs)`
--> the loss to back-propagate and the number of samples kept. The others back-propagate the fused
-mean cross-entropy, as the authors' code did.
-
+Every policy answers to the `Policy` protocol below; the update loop (loop.py) knows nothing else of it.
 The methods, each under the same budget of N x E updates:
-  standard        Algorithm 1: every batch every epoch.
+  standard        Algorithm 1: every batch every epoch (StandardPolicy).
   hard_batches    Algorithm 2: after round 0, the k batches (about delta x N: fidelity.hardest_count)
-                  with the highest stored (stale) loss. With refresh=true (`hard_batches_refresh`),
-                  every stored loss is measured afresh before each round, at N extra forward passes a round.
-  random_batches  Algorithm 2's rounds with the k batches drawn at random: the control for hardness.
+                  with the highest stored (stale) loss (HardBatchesPolicy). With refresh=true
+                  (`hard_batches_refresh`) every stored loss is measured afresh before each round.
+  random_batches  Algorithm 2's rounds with the k batches drawn at random: the control for hardness
+                  (HardBatchesPolicy with draw=random).
   trimming        Mini-batch trimming: every batch every epoch, back-propagating only the mean loss
-                  of its round(q x B) hardest samples, q falling over training.
+                  of its round(q x B) hardest samples, q falling over training (TrimmingPolicy).
 
 Everything stays on the device: the stored losses, the sort, the chosen ids. The loop never reads a
 Python value from them inside a round, so a round runs without a single host synchronisation.
@@ -23,11 +18,47 @@ Python value from them inside a round, so a round runs without a single host syn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
+from typing import Protocol
 
 import torch
 
 from hardsamples.errors import ConfigError
+
+
+class Policy(Protocol):
+    """What the update loop asks of a selection policy, and what it tells it.
+
+    The loop starts round r (0, 1, ...) by asking `next_round(r, updates_left, measure_losses)` for the
+    batch ids to train, in training order: at most `updates_left` of them, so the last round is cut to
+    the budget. `measure_losses()` returns the current loss of every one of the N batches (forward
+    passes only, counted apart from the updates); a policy calls it only when it wants fresh losses.
+    After training a stretch of a round the loop calls `observe(batch_ids, losses)` with the loss each
+    batch had when it was trained. Both stay on the device: no host synchronisation.
+
+    When `per_sample` is true the loop hands each update's per-sample losses to
+    `reduce(per_sample_losses, epoch, epochs)` and back-propagates the loss it returns (with the number
+    of samples kept); otherwise it back-propagates the fused mean cross-entropy, as the authors did.
+    `state_dict()` / `load_state_dict()` carry what a resumed run needs to choose as the uninterrupted
+    one would have. `name` is the method as recorded in run.json; `k` the batches a round trains after
+    round 0 (N for the policies that train every batch).
+    """
+
+    name: str
+    k: int
+    per_sample: bool
+
+    def next_round(self, round_index: int, updates_left: int,
+                   measure_losses: Callable[[], torch.Tensor]) -> torch.Tensor: ...
+
+    def observe(self, batch_ids: torch.Tensor, losses: torch.Tensor) -> None: ...
+
+    def reduce(self, per_sample_losses: torch.Tensor, epoch: int, epochs: int) -> tuple[torch.Tensor, int]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class StandardPolicy:
@@ -37,77 +68,84 @@ class StandardPolicy:
     per_sample = False  # the loop then back-propagates F.cross_entropy's fused mean
 
     def __init__(self, num_batches: int, device: torch.device):
-        self.num_batches = num_batches
+        self.num_batches = self.k = num_batches
         self.device = device
-        self.rounds_started = 0
 
-    @property
-    def round_size(self) -> int:
-        """Updates in the next round (the loop cuts the last round to fit the budget)."""
-        return self.num_batches
-
-    def next_round(self) -> torch.Tensor:
-        self.rounds_started += 1
-        return torch.arange(self.num_batches, device=self.device)
+    def next_round(self, round_index: int, updates_left: int, measure_losses=None) -> torch.Tensor:
+        return torch.arange(min(self.num_batches, updates_left), device=self.device)
 
     def observe(self, batch_ids: torch.Tensor, losses: torch.Tensor) -> None:
         pass
 
-    def refreshes_before_round(self, round_index: int) -> bool:
-        """Whether the loop should measure every batch's loss (forward only) before this round."""
-        return False
-
-    def refresh(self, losses: torch.Tensor) -> None:
-        """Fresh losses of all N batches, measured without updating the model."""
+    def reduce(self, per_sample_losses: torch.Tensor, epoch: int, epochs: int) -> tuple[torch.Tensor, int]:
+        return per_sample_losses.mean(), per_sample_losses.shape[0]
 
     def state_dict(self) -> dict:
-        return {"rounds_started": self.rounds_started}
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rounds_started = int(state["rounds_started"])
+        pass
 
 
-class HardBatchesPolicy(StandardPolicy):
-    """Algorithm 2: round 0 trains all N batches; each later round trains the k hardest by stored loss.
+class HardBatchesPolicy:
+    """Algorithm 2, whole: rounds over N fixed batches under the budget of N x E updates.
+
+    Round 0 trains all N batches in index order and stores each batch's loss as it is trained. Every
+    later round trains the k batches with the highest stored loss (k = N at delta = 1.0: Algorithm 1,
+    recorded as `standard`), in index order as the authors' loader walked them (round_order=index) or
+    hardest first (loss). The last round is cut to the updates the budget has left.
 
     Stored losses are stale by design: a batch's loss is updated only when it is trained. With
-    refresh, the loop measures all N losses (forward only) before every round after round 0, so the
-    choice is made on the current model instead; those passes are counted apart from the updates.
+    refresh, all N losses are measured afresh (forward only) before every round after round 0, so the
+    choice is made on the current model; those passes are counted apart from the updates.
     Ties (equal stored losses) follow fidelity.tie_order: batch_index sends them to the lower batch
     index; previous_rank keeps last round's order, as the authors' stable re-sort of their ranked list.
+
+    draw=random is the control for hardness (method random_batches): the same rounds, budget and
+    order, but the k batches drawn uniformly at random each round, from a seeded generator on the
+    device whose state is checkpointed, so a resumed run draws what the uninterrupted one would have.
     """
 
-    name = "hard_batches"
+    per_sample = False
 
-    def __init__(self, num_batches: int, delta: float, round_order: str, device: torch.device,
-                 refresh: bool = False, count_rule: str = "decimal_floor", tie_order: str = "batch_index"):
-        super().__init__(num_batches, device)
+    def __init__(self, num_batches: int, delta: float, round_order: str, device: torch.device, *,
+                 refresh: bool = False, count_rule: str = "decimal_floor", tie_order: str = "batch_index",
+                 draw: str = "hardest", seed: int = 0):
         if round_order not in ("index", "loss"):
             raise ConfigError(f"method.round_order={round_order} is unknown: use index or loss")
         if not isinstance(refresh, bool):
             raise ConfigError(f"method.refresh={refresh} is not a boolean: use true or false")
         if tie_order not in ("batch_index", "previous_rank"):
             raise ConfigError(f"fidelity.tie_order={tie_order} is unknown: use batch_index or previous_rank")
+        self.num_batches, self.device = num_batches, device
         self.k = hardest_count(delta, num_batches, count_rule)
-        self.round_order, self.tie_order = round_order, tie_order
+        self.round_order, self.tie_order, self.refresh, self.draw = round_order, tie_order, refresh, draw
+        self.stored_losses = torch.full((num_batches,), float("nan"), device=device)
         # The ranking left by the last round; round 0 trains in index order, so it starts as 0..N-1.
         self.ranking = torch.arange(num_batches, device=device)
-        self.refreshes = refresh
-        if refresh:
-            self.name = "hard_batches_refresh"
-        self.stored_losses = torch.full((num_batches,), float("nan"), device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed))
 
     @property
-    def round_size(self) -> int:
-        return self.num_batches if self.rounds_started == 0 else self.k
+    def name(self) -> str:
+        if self.k == self.num_batches:
+            return "standard"
+        if self.draw == "random":
+            return "random_batches"
+        return "hard_batches_refresh" if self.refresh else "hard_batches"
 
-    def next_round(self) -> torch.Tensor:
-        if self.rounds_started == 0:
-            return super().next_round()
-        self.rounds_started += 1
-        return self.order_round(self.choose())
+    def next_round(self, round_index: int, updates_left: int,
+                   measure_losses: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if round_index == 0 or self.k == self.num_batches:
+            return torch.arange(min(self.num_batches, updates_left), device=self.device)
+        if self.refresh:
+            self.stored_losses.copy_(measure_losses())
+        chosen = self.hardest() if self.draw == "hardest" else self.random_draw()
+        if self.round_order == "index":  # the authors' loader walked the chosen batches in index order
+            chosen = torch.sort(chosen).values
+        return chosen[:updates_left]
 
-    def choose(self) -> torch.Tensor:
+    def hardest(self) -> torch.Tensor:
         if self.tie_order == "batch_index":
             return torch.argsort(self.stored_losses, descending=True, stable=True)[: self.k]
         # Stable sort of last round's ranking by its stored losses: equal losses keep their old order.
@@ -115,55 +153,25 @@ class HardBatchesPolicy(StandardPolicy):
         self.ranking = self.ranking[order]
         return self.ranking[: self.k]
 
-    def order_round(self, chosen: torch.Tensor) -> torch.Tensor:
-        """Index order walks the batches as the authors' loader did; loss order keeps hardest first."""
-        return torch.sort(chosen).values if self.round_order == "index" else chosen
-
-    def observe(self, batch_ids: torch.Tensor, losses: torch.Tensor) -> None:
-        self.stored_losses[batch_ids] = losses.float()
-
-    def refreshes_before_round(self, round_index: int) -> bool:
-        return self.refreshes and round_index >= 1  # round 0 measures every batch as it trains it
-
-    def refresh(self, losses: torch.Tensor) -> None:
-        self.stored_losses.copy_(losses)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "stored_losses": self.stored_losses.cpu(), "ranking": self.ranking.cpu()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.stored_losses.copy_(state["stored_losses"])
-        self.ranking.copy_(state["ranking"])
-
-
-class RandomBatchesPolicy(HardBatchesPolicy):
-    """The control for hardness: Algorithm 2's rounds, budget and order, but the k batches drawn at random.
-
-    A fresh uniform draw of k distinct batches each round, from a seeded generator on the training
-    device (no host synchronisation); its state is checkpointed, so a resumed run draws what the
-    uninterrupted one would have. The stored losses are kept only to order a round (round_order=loss).
-    """
-
-    name = "random_batches"
-
-    def __init__(self, num_batches: int, delta: float, round_order: str, seed: int, device: torch.device,
-                 count_rule: str = "decimal_floor"):
-        super().__init__(num_batches, delta, round_order, device, count_rule=count_rule)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(int(seed))
-
-    def choose(self) -> torch.Tensor:
-        """k random batches, ranked as hard_batches ranks its choice: stored loss, then batch index."""
+    def random_draw(self) -> torch.Tensor:
+        """k random batches, ranked as the hardest are: stored loss, then batch index."""
         drawn = torch.randperm(self.num_batches, generator=self.generator, device=self.device)[: self.k]
         drawn = torch.sort(drawn).values
         return drawn[torch.argsort(self.stored_losses[drawn], descending=True, stable=True)]
 
+    def observe(self, batch_ids: torch.Tensor, losses: torch.Tensor) -> None:
+        self.stored_losses[batch_ids] = losses.float()
+
+    def reduce(self, per_sample_losses: torch.Tensor, epoch: int, epochs: int) -> tuple[torch.Tensor, int]:
+        return per_sample_losses.mean(), per_sample_losses.shape[0]
+
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "generator": self.generator.get_state()}
+        return {"stored_losses": self.stored_losses.cpu(), "ranking": self.ranking.cpu(),
+                "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+        self.stored_losses.copy_(state["stored_losses"])
+        self.ranking.copy_(state["ranking"])
         self.generator.set_state(state["generator"])
 
 
@@ -246,23 +254,22 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
     raise ConfigError(f"fidelity.hardest_count={rule} is unknown: use float_int or decimal_floor")
 
 
-def build_policy(cfg, num_batches: int, device: torch.device):
-    """delta = 1.0 is Algorithm 1 for the batch-choosing methods; below 1 the method chooses the batches.
-
-    Trimming trains every batch and drops samples instead, so it takes delta = 1.0 only.
-    """
+def build_policy(cfg, num_batches: int, device: torch.device) -> Policy:
+    """The policy of cfg.method at cfg.delta. Trimming and standard train every batch, so they take
+    delta = 1.0 only; the batch-choosing methods are Algorithm 1 at delta = 1.0 (HardBatchesPolicy)."""
     method, delta = cfg.method.name, cfg.delta
     if method in ("standard", "trimming") and delta != 1.0:
         raise ConfigError(f"method={method} trains every batch: delta must be 1.0, not {delta}")
     if method == "trimming":
         return TrimmingPolicy(num_batches, device, cfg.method.start, cfg.method.end, cfg.method.shape)
-    if method == "standard" or (method in ("hard_batches", "random_batches") and delta == 1.0):
+    if method == "standard":
         return StandardPolicy(num_batches, device)
-    count_rule = cfg.fidelity.hardest_count
-    if method == "hard_batches":
-        return HardBatchesPolicy(num_batches, delta, cfg.method.round_order, device, refresh=cfg.method.refresh,
-                                 count_rule=count_rule, tie_order=cfg.fidelity.tie_order)
-    if method == "random_batches":
-        return RandomBatchesPolicy(num_batches, delta, cfg.method.round_order, cfg.seed, device, count_rule)
+    if method in ("hard_batches", "random_batches"):
+        random = method == "random_batches"
+        return HardBatchesPolicy(num_batches, delta, cfg.method.round_order, device,
+                                 refresh=False if random else cfg.method.refresh,
+                                 count_rule=cfg.fidelity.hardest_count,
+                                 tie_order="batch_index" if random else cfg.fidelity.tie_order,
+                                 draw="random" if random else "hardest", seed=cfg.seed)
     raise ConfigError(f"unknown method '{method}': use one of conf/method/"
                       " (standard, hard_batches, random_batches, trimming)")

@@ -8,11 +8,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from hardsamples.layout import CONF_DIR, group_choices
 
-
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -77,7 +74,7 @@ class ConfigCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from hardsamples.errors import ConfigError
-        from hardsamples.train import check_settings
+        from hardsamples.validation import check_settings
 
         if (error := added_key_error(config)) is not None:
             refuse(error)

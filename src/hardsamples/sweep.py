@@ -1,4 +1,9 @@
-"""What a sweep job needs from the machine it lands on: its own GPU, and a note of how it went.
+"""The sweep plumbing: each job's GPU, its note, its run, and the summary at the end of a sweep.
+
+Contents, in order: the GPU a job claims; the directory of a job (a config hash when a sweep varies a
+key outside the run name); job.json, the note of each job's attempt; the sweep job itself
+(`sweep_job`: one run, its failure recorded, never raised); and `SweepSummary`, the Hydra callback
+that prints what every job did when the sweep ends.
 
 Hydra's launchers start the jobs (basic: one after another in this process; joblib: worker
 processes on this machine; submitit: SLURM jobs or local subprocesses). None of them gives a job its
@@ -19,18 +24,25 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from hardsamples import records
+from hardsamples.errors import ConfigError, Terminated, stop_reason
+from hardsamples.record_schema import NOT_COMPARED, OVER, comparable
 
+log = logging.getLogger("hardsamples")
 _claimed_lock = None  # the open lock file of this process's GPU, kept open for the process's life
 
 
@@ -58,18 +70,13 @@ SWEEP_ID_ENV = "HARDSAMPLES_SWEEP_ID"  # one id per launch of a sweep, set by Sw
 
 def compared_keys_swept(swept) -> list[str]:
     """The swept keys that change what a run computes but not its name."""
-    from hardsamples.train import NOT_COMPARED  # train imports this module
-
     return sorted(key for key in swept if key and key not in NAME_KEYS and not key.startswith("hydra")
                   and key.split(".")[0] not in NOT_COMPARED)
 
 
 def config_hash(config: dict) -> str:
-    """A short stable hash of the config a run is compared by (train.comparable_config)."""
-    from hardsamples.train import NOT_COMPARED
-
-    compared = {k: v for k, v in config.items() if k not in NOT_COMPARED and k != "hydra"}
-    return hashlib.sha256(json.dumps(compared, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """A short stable hash of the config a run is compared by (record_schema.comparable)."""
+    return hashlib.sha256(json.dumps(comparable(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def run_dir_name(config: dict, swept) -> str:
@@ -216,3 +223,109 @@ def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
         if isinstance(note, dict):
             notes[path] = note
     return notes
+
+
+# --- the sweep job ---------------------------------------------------------------------------------
+
+def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str]) -> str:
+    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed).
+
+    A failure is written to job.json and returned, never raised: in Hydra 1.3 a job that raises makes
+    the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
+    and SystemExit still end the job (a SLURM pre-emption exits this way, and is requeued by submitit).
+    """
+    gpu = claim_gpu(job_num)
+    if gpu is not None:
+        log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
+    try:
+        with records.hold_run_dir(run_dir):
+            return sweep_job_held(cfg, run_dir, job_num, run_one)
+    except ConfigError as err:  # the directory is in use (or is a file): this job's note goes beside it
+        log.error("%s failed: %s", cfg.run_name, err)
+        JobNote.refused(run_dir, job_num, f"{type(err).__name__}: {err}")
+        return "failed"
+
+
+def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str]) -> str:
+    ended = ended_note_of_this_job(run_dir)
+    if ended is not None and (records.read_record(run_dir) or {}).get("status") in OVER:
+        log.info("%s: requeued after it ended (%s): nothing to do", cfg.run_name, ended["outcome"])
+        return ended["outcome"]
+    note = JobNote(run_dir, job_num)
+    try:
+        before = records.read_record(run_dir)
+        status = run_one(cfg, run_dir)
+    except Exception as err:
+        if isinstance(err, ConfigError):
+            log.error("%s failed: %s", cfg.run_name, err)
+        else:
+            log.exception("%s failed", cfg.run_name)
+        note.close("failed", f"{type(err).__name__}: {err}")
+        return "failed"
+    except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
+        note.close("failed", stop_reason(err))
+        raise
+    after = records.read_record(run_dir)
+    outcome = job_outcome(before, after, status)
+    note.close(outcome, after.get("error"))
+    return outcome
+
+
+def job_outcome(before: dict | None, after: dict, status: str) -> str:
+    """What a job did, from the run record before and after it: a run already over is skipped."""
+    if before and before["status"] in OVER:
+        return "skipped"
+    resumes_before = len(before.get("resumed_from", [])) if before else 0
+    if status == "finished" and len(after.get("resumed_from", [])) > resumes_before:
+        return "resumed"
+    return status
+
+
+# --- the end of a sweep ------------------------------------------------------------------------------
+# SweepSummary is a Hydra callback (conf/config.yaml, hydra.callbacks). Every sweep job leaves job.json
+# with a fresh attempt id; the callback notes the attempt ids already there when the sweep starts, so
+# at the end the new ones are exactly this sweep's jobs, on whatever machines the launcher put them.
+# It runs in the process that launched the sweep:
+#     sweep results/runs/demo: 12 jobs in 2m05s: 9 finished, 1 resumed, 2 skipped, 0 diverged, 0 failed
+#       failed    test_resnet-digits-hard_batches-d1.5-s0: ConfigError: delta=1.5 is outside (0, 1]: ...
+
+OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
+
+
+class SweepSummary(Callback):
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.earlier: dict[Path, str] = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.perf_counter()
+        # Before any job starts: jobs (in this process, joblib workers, submitit jobs) inherit it, and
+        # a sweep over a key outside the run name gives each job a directory of its own.
+        os.environ[SWEPT_ENV] = ",".join(swept_keys(config))
+        os.environ[SWEEP_ID_ENV] = uuid.uuid4().hex[:12]  # two jobs of this sweep on one run: two notes
+        self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        notes = {d: note for d, note in read_job_notes(config.hydra.sweep.dir).items()
+                 if note.get("attempt") != self.earlier.get(d)}
+        print(summary_text(Path(config.hydra.sweep.dir), notes, time.perf_counter() - self.started), flush=True)
+        if any(outcome_of(note) == "failed" for note in notes.values()):
+            sys.exit(1)  # SystemExit passes through Hydra's callback and error handlers: the sweep fails
+
+
+def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
+    """notes: each job's note by its path (<run dir>/job.json or <run dir>/job.refused-*.json)."""
+    outcomes = {path: outcome_of(note) for path, note in notes.items()}
+    minutes, secs = divmod(round(seconds), 60)
+    lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
+             + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
+    for path, outcome in sorted(outcomes.items()):
+        if outcome in ("diverged", "failed"):
+            error = notes[path].get("error") or "the job stopped without closing its job.json (killed?)"
+            lines.append(f"  {outcome:<9} {path.parent.name}: {error}")
+    return "\n".join(lines)
+
+
+def outcome_of(note: dict) -> str:
+    """A job still `running` when its sweep ends was killed without a word: it failed."""
+    return note.get("outcome") if note.get("outcome") in OUTCOMES else "failed"

@@ -19,7 +19,7 @@ host waits for the device only at its edges; on a CPU it is this process's CPU t
 which other processes sharing the machine do not inflate (a checkpoint, waiting on the disk, is
 wall-clock everywhere).
 
-    python -m hardsamples.bench [profile=cpu|full] [key=value ...]    # conf/bench.yaml
+    python -m hardsamples.bench.speed [profile=cpu|full] [key=value ...]    # conf/bench.yaml
 """
 
 from __future__ import annotations
@@ -42,16 +42,15 @@ from omegaconf import DictConfig, OmegaConf
 from tabulate import tabulate
 
 from hardsamples import records
-from hardsamples.bench_authors import AuthorsTraining, authors_loader
+from hardsamples.bench.authors import AuthorsTraining, authors_loader
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
-from hardsamples.evaluate import EvalSettings, evaluate
-from hardsamples.loop import UpdateLoop
+from hardsamples.evaluate import EvalSettings, eval_settings, evaluate
+from hardsamples.loop import UpdateLoop, build_loop
+from hardsamples.layout import CONF_DIR
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
-from hardsamples.selection import build_policy
-from hardsamples.train import eval_settings
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "bench.yaml"
+CONF = CONF_DIR / "bench.yaml"
 COLUMNS = ["device", "profile", "image_size", "batch_size", "part", "model", "metric", "value", "unit",
            "target", "detail"]
 # Table 1 of the paper: seconds per iteration, ResNet-18 on CIFAR-10 at 128 x 128, batch 512, an A100.
@@ -161,21 +160,19 @@ class Bench:
                           "batch_size": self.s.batch_size, "part": part, "model": model, "metric": metric,
                           "value": value, "unit": unit, "target": target, "detail": detail})
 
-    def model_and_optimizer(self, name: str):
+    def model(self, name: str) -> torch.nn.Module:
         torch.manual_seed(0)
-        model = build_model(name, NUM_CLASSES, 3).to(self.runtime.device, memory_format=self.runtime.memory_format)
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.s.lr, momentum=self.s.momentum,
-                                    **self.runtime.optimizer_kwargs())
-        return model, optimizer
+        return build_model(name, NUM_CLASSES, 3).to(self.runtime.device, memory_format=self.runtime.memory_format)
 
-    def loop(self, model, optimizer, delta: float, data=None) -> UpdateLoop:
-        """The project's loop with an update budget that never runs out; the method's own defaults."""
-        method = OmegaConf.load(CONF.parent / "method" / "hard_batches.yaml")
-        # clean's k and tie rules, as the bench's runtime is clean's (precision auto, TF32 on).
-        policy = build_policy(OmegaConf.create({"method": method, "delta": delta, "fidelity": fidelity("clean")}),
-                              self.s.num_batches, self.runtime.device)
-        return UpdateLoop(model, optimizer, policy, self.data if data is None else data, self.batches, 10**9,
-                          self.runtime.autocast, self.runtime.memory_format)
+    def loop(self, model, delta: float, data=None) -> UpdateLoop:
+        """The project's loop (loop.build_loop) with an update budget that never runs out: hard_batches
+        under the clean protocol (the bench's runtime is clean's: precision auto, TF32 on)."""
+        run_cfg = OmegaConf.create({
+            "method": OmegaConf.load(CONF.parent / "method" / "hard_batches.yaml"), "delta": delta,
+            "fidelity": fidelity("clean"), "batch_size": self.s.batch_size, "epochs": 10**9 // self.s.num_batches,
+            "seed": 0, "compile": False, "model": {"name": "unused"},
+            "optimizer": {"lr": self.s.lr, "momentum": self.s.momentum, "weight_decay": 0.0}})
+        return build_loop(run_cfg, self.data if data is None else data, self.runtime, model=model)
 
     def interval_window(self, loop: UpdateLoop) -> Window:
         def run() -> int:
@@ -194,8 +191,9 @@ def measure_model(bench: Bench, name: str, checkpoint_dir: Path) -> dict:
     """Parts 1, 2, 4 and 5 of one model: every variant in one interleaved measurement."""
     s, data = bench.s, bench.data
     flops = {size: count_flops(build_model(name, NUM_CLASSES, 3), size) for size in {s.image_size, s.projection.image_size}}
-    model, optimizer = bench.model_and_optimizer(name)
-    plain, hard = bench.loop(model, optimizer, 1.0), bench.loop(model, optimizer, DELTA)
+    model = bench.model(name)
+    plain, hard = bench.loop(model, 1.0), bench.loop(model, DELTA)
+    optimizer = plain.optimizer  # the bare step's and the checkpoint's
     x, y = plain.stage(bench.batches[0])  # staged once: the bare step reads the same batch every time
 
     def bare_steps(steps: int = s.num_batches) -> int:
@@ -226,7 +224,7 @@ def measure_model(bench: Bench, name: str, checkpoint_dir: Path) -> dict:
                "eval paper_code": evaluation("paper_code"), "eval clean": evaluation("clean"),
                "checkpoint": Window(checkpoint, wall_clock=True)}
     if s.compile:
-        compiled = bench.loop(model, optimizer, 1.0)
+        compiled = bench.loop(model, 1.0)
         compiled.forward = torch.compile(model)
         windows["compiled"] = bench.interval_window(compiled)
     times, warm = interleaved(windows, s.repeats, bench.sync, bench.clock)
@@ -243,7 +241,7 @@ def loop_work(bench: Bench, loop: UpdateLoop, calls: int = 100) -> dict:
     policy, device = loop.policy, bench.runtime.device
 
     def select() -> None:
-        ids = policy.next_round()
+        ids = policy.next_round(1, loop.budget, loop.measure_batch_losses)  # a round after round 0: a choice
         policy.observe(ids, torch.zeros(ids.shape[0], device=device))
 
     def stage() -> None:
@@ -258,7 +256,7 @@ def loop_work(bench: Bench, loop: UpdateLoop, calls: int = 100) -> dict:
         times, _ = interleaved({name: Window(block)}, 3, bench.sync, bench.clock)
         seconds[name] = median(times[name])
     return {"selection_per_round": seconds["selection"], "staging_per_update": seconds["staging"],
-            "k": policy.round_size}
+            "k": policy.k}
 
 
 def report_model(bench: Bench, m: dict, peak: float | None, peak_note: str) -> None:
@@ -350,13 +348,13 @@ def compare_with_authors(bench: Bench, native_size: int) -> None:
     s, name = bench.s, bench.s.paper_model
     host = synthetic(bench.num_samples, native_size)
     data = to_device(host, s.image_size, "imagenet", bench.runtime.device, bench.runtime.memory_format)
-    ours, optimizer = bench.model_and_optimizer(name)
+    ours = bench.model(name)
     torch.manual_seed(0)
     theirs = build_model(name, NUM_CLASSES, 3).to(bench.runtime.device)  # float32, default layout
     authors = AuthorsTraining(theirs, authors_loader(host.train_images, host.train_labels, s.image_size, s.batch_size),
                               bench.runtime.device, s.lr, s.momentum)
-    windows = {"ours d1.0": bench.interval_window(bench.loop(ours, optimizer, 1.0, data)),
-               "ours d0.2": bench.interval_window(bench.loop(ours, optimizer, DELTA, data)),
+    windows = {"ours d1.0": bench.interval_window(bench.loop(ours, 1.0, data)),
+               "ours d0.2": bench.interval_window(bench.loop(ours, DELTA, data)),
                "authors d1.0": Window(authors.epoch),
                "authors d0.2": Window(lambda: authors.round(DELTA), warm_up=authors.first_epoch)}
     times, _ = interleaved(windows, s.repeats, bench.sync, bench.clock)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hardsamples.aggregate import BLOCK, DELTA_METHODS, protocol_slug, protocol_text, sort_rows
-from hardsamples.statistics import t_interval
+from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, protocol_slug, protocol_text, sort_rows
+from hardsamples.analysis.inference import t_interval
 
 
 def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame, out_dir,

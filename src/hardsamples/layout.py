@@ -1,0 +1,20 @@
+"""Where the package keeps what it reads: the one place that knows the layout.
+
+The configs and the paper's numbers travel inside the package (and so inside its wheel), so an
+installed `hardsamples-train` finds them from any directory. Records and tables are written relative
+to the working directory (results/ by default, conf/config.yaml's hydra.run.dir).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR / "conf"  # Hydra's primary config directory: config.yaml, tables.yaml, bench.yaml
+EXPERIMENT_DIR = CONF_DIR / "experiment"  # the grids: experiment=<name>
+PAPER_NUMBERS_DIR = PACKAGE_DIR / "analysis" / "reference"  # the paper's tables, transcribed
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of a config group: conf/<group>/*.yaml by name."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
