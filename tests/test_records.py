@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import read_metrics, train_in_process
-from hardsamples.records import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
+from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 
 
 def test_a_finished_run_writes_the_documented_record(tmp_path):

@@ -12,10 +12,9 @@ import netrc
 import os
 from urllib.parse import urlparse
 
+from hardsamples.record_schema import WANDB_SUMMARY_FIELDS
+
 log = logging.getLogger(__name__)
-# What the run record knows beyond the config, kept in the W&B summary so `make tables SOURCE=wandb`
-# reads the same identity as the local record.
-SUMMARY_FIELDS = ("method", "num_batches", "k", "num_classes", "channels", "update_budget")
 
 
 # WANDB_MODE values as W&B reads them (run and dryrun are its older names).
@@ -88,7 +87,7 @@ class WandbMirror:
                 name=wandb_cfg.name, id=header["run_id"], resume="allow", config=header["config"],
                 dir=str(run_dir), mode=self.mode, reinit="create_new",
                 settings=wandb.Settings(init_timeout=init_timeout()))
-            self.run.summary.update({key: header[key] for key in SUMMARY_FIELDS})
+            self.run.summary.update({key: header[key] for key in WANDB_SUMMARY_FIELDS})
             if self.mode == "offline":
                 log.info("W&B is offline (not logged in): sync later with `wandb sync %s/wandb/offline-run-*`",
                          run_dir)

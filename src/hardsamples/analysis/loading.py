@@ -18,16 +18,15 @@ import numpy as np
 import pandas as pd
 
 from hardsamples.errors import ConfigError
+from hardsamples.record_schema import IDENTITY_FIELDS
 from hardsamples.analysis.inference import t_interval
 
-IDENTITY = ["run_id", "run_name", "run_dir", "source", "sweep", "dataset", "model", "method", "delta",
-            "seed", "fidelity", "epochs", "batch_size", "image_size", "num_classes", "channels",
-            "num_batches", "status", "error", "finished_at"]
+# run.json's identity fields (record_schema), with where the row came from after the run's id and name.
+IDENTITY = [*IDENTITY_FIELDS[:2], "run_dir", "source", *IDENTITY_FIELDS[2:]]
 BATCH_STATS = ["train_top1_batch_mean", "train_top1_batch_ci95", "train_top1_batches",
                "test_top1_batch_mean", "test_top1_batch_ci95", "test_top1_batches"]
 BATCH_INFO = ["batch_evaluation"]  # which rows of batch_accuracy.csv gave the paper's kind of interval
-# The metrics.csv columns the tables read (records.METRIC_COLUMNS has them all; not imported, so that
-# `make tables` needs no torch until Table 2 builds the models). train_seconds (the interval's updates
+# The metrics.csv columns the tables read (record_schema.METRIC_COLUMNS has them all). train_seconds (the interval's updates
 # alone, no evaluation or start-up) is absent from older records: read when there, empty when not.
 METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds", "train_seconds"]
 COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRICS
