@@ -13,7 +13,7 @@ from scipy import stats
 from hardsamples.analysis import aggregate
 from hardsamples.analysis.loading import load_records, load_wandb
 from hardsamples.analysis.paper import MODEL_ORDER, load_paper
-from hardsamples.wandb_mirror import SUMMARY_FIELDS
+from hardsamples.record_schema import WANDB_SUMMARY_FIELDS as SUMMARY_FIELDS
 from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS
 from hardsamples.records import write_csv, write_json
 from hardsamples.analysis.inference import t_interval
