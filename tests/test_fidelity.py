@@ -50,7 +50,7 @@ def hand_batch_top1(model, data, images, labels, batch_mode: bool, forward_size:
 @pytest.mark.parametrize("fidelity", ["paper_code", "clean"])
 def test_final_rows_are_every_batch_of_the_final_model_including_the_partial_one(tmp_path, fidelity):
     overrides = [f"fidelity={fidelity}", *ODD_SIZES]
-    assert train_in_process(tmp_path, overrides) == "finished"
+    assert train_in_process(tmp_path, [*overrides, "record.keep_checkpoint=true"]) == "finished"
     cfg = compose_config(TINY + overrides)
     data = to_device(load_host_data(cfg), cfg.image_size, cfg.fidelity.normalization, CPU)
     model = build_model(cfg.model.name, data.num_classes, data.channels)

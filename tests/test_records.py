@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import read_metrics, train_in_process
 from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
@@ -78,3 +79,41 @@ def test_wandb_offline_mirrors_the_run_without_a_server(tmp_path, monkeypatch):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "an offline W&B run file to sync later"
     run_id = json.loads((tmp_path / "run.json").read_text())["run_id"]
     assert runs[0].name.endswith(run_id)
+
+
+def test_a_finished_run_deletes_its_checkpoint_unless_asked_to_keep_it(tmp_path):
+    assert train_in_process(tmp_path / "gone", ["epochs=1"]) == "finished"
+    assert not (tmp_path / "gone" / "checkpoint.pt").exists()
+    assert train_in_process(tmp_path / "kept", ["epochs=1", "record.keep_checkpoint=true"]) == "finished"
+    assert (tmp_path / "kept" / "checkpoint.pt").exists()
+    header = json.loads((tmp_path / "gone" / "run.json").read_text())
+    assert header["threads"] == torch.get_num_threads() and header["cpu"]
+
+
+def test_a_run_resumed_under_another_commit_says_so(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    assert train_in_process(run_dir, ["epochs=1", "record.keep_checkpoint=true"]) == "finished"
+    header = json.loads((run_dir / "run.json").read_text())
+    header.update(status="running", git_commit="0123abc")  # as if killed, under older code
+    (run_dir / "run.json").write_text(json.dumps(header))
+    with caplog.at_level("WARNING", logger="hardsamples"):
+        assert train_in_process(run_dir, ["epochs=1"]) == "finished"
+    assert "started by the code at commit 0123abc" in caplog.text
+
+
+def test_torch_threads_follow_the_slurm_allocation(monkeypatch):
+    from hardsamples.runtime import threads_from_allocation
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    try:
+        torch.set_num_threads(2)
+        threads_from_allocation()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins
+        torch.set_num_threads(2)
+        threads_from_allocation()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -121,7 +121,7 @@ def test_run_names_of_sweeps_over_name_keys_stay_as_they_were():
 def finished_run(tmp_path_factory):
     """A finished two-epoch run, copied by each test that breaks something in it."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    assert train_in_process(run_dir, ["epochs=2"]) == "finished"
+    assert train_in_process(run_dir, ["epochs=2", "record.keep_checkpoint=true"]) == "finished"
     return run_dir
 
 

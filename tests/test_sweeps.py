@@ -76,6 +76,11 @@ def test_basic_launcher_runs_each_job_to_a_finished_record(basic_sweep):
         assert_finished(runs[name], epochs=2)
         assert json.loads((runs[name] / "job.json").read_text())["outcome"] == "finished"
     assert output(result).count("interval 2/2") == 2  # one progress line per interval and run
+    for name in FINISHED:  # per-cell means after the counts: here one seed per cell
+        header = json.loads((runs[name] / "run.json").read_text())
+        top1 = pd.read_csv(runs[name] / "metrics.csv")["test_top1"].iloc[-1]
+        assert (f"    test_resnet synthetic {header['method']} d{header['delta']} paper_code: 1 run(s),"
+                f" test top-1 {top1:.2f}, train loss ") in result.stdout
 
 
 def test_a_failing_job_leaves_the_others_running_and_the_sweep_exits_non_zero(basic_sweep):
@@ -124,10 +129,10 @@ def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp
     """The SLURM path without a cluster: submitit's local executor handles USR2 as SLURM does (the
     pre-emption and time-limit warning): it calls the launcher's checkpoint(), requeues the job, and
     the job resumes from the run's last checkpoint."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hardsamples.train", "-m", "experiment=demo", *TINY,
-         "epochs=4", "delta=1.0,0.5", "seed=0", "sweep_name=submitit", "launcher=submitit_local"],
-        cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [sys.executable, "-m", "hardsamples.train", "-m", "experiment=demo", *TINY,
+               "epochs=4", "delta=1.0,0.5", "seed=0", "sweep_name=submitit", "launcher=submitit_local"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     victim = tmp_path / "results/runs/submitit/test_resnet-synthetic-hard_batches-d0.5-s0"
     deadline = time.monotonic() + 240
     while not (victim / "checkpoint.pt").exists():
@@ -142,6 +147,13 @@ def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp
     assert json.loads((victim / "run.json").read_text())["resumed_from"] != []
     log = "".join(p.read_text() for p in (tmp_path / "results/runs/submitit/.submitit").glob("*/*_log.out"))
     assert "this job is preempted" in log and "Requeued job" in log
+    # Run again: every run is over, so no job is submitted at all, and the summary still counts both.
+    jobs = set((tmp_path / "results/runs/submitit/.submitit").iterdir())
+    again = subprocess.run(command, cwd=tmp_path, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 finished, 0 resumed, 2 skipped, 0 diverged, 0 failed" in again.stdout
+    assert set((tmp_path / "results/runs/submitit/.submitit").iterdir()) == jobs, "a job was submitted"
 
 
 def compose_sweep(name: str, overrides: list[str]):

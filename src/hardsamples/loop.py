@@ -59,6 +59,7 @@ class UpdateLoop:
         self.budget = self.num_batches * epochs
         self.autocast, self.memory_format = autocast, memory_format
         self.state = LoopState()
+        self.on_update: Callable[[int], object] | None = None  # told of each update (a progress bar)
 
     def train_interval(self) -> list[Segment]:
         """Run updates until the next multiple of N (or the budget); return what was trained."""
@@ -106,6 +107,8 @@ class UpdateLoop:
             loss, n_kept = self.update(rows[j], epoch)
             losses[j] = loss
             kept.append(n_kept)
+            if self.on_update is not None:
+                self.on_update(1)
         self.policy.observe(batch_ids, losses)
         self.state.updates += rows.shape[0]
         return Segment(first, round_index, batch_ids, losses, kept)

@@ -53,6 +53,8 @@ class RunHeader:
     num_classes: int
     channels: int
     device: str
+    threads: int  # torch's CPU threads (the CPU's float reduction order depends on it)
+    cpu: str
     precision: str  # fp32 | bf16
     matmul_allow_tf32: bool | None  # as set for the run; null on the CPU
     cudnn_allow_tf32: bool | None

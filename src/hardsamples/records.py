@@ -97,6 +97,19 @@ def versions() -> dict:
             "hydra": hydra.__version__}
 
 
+def cpu_name() -> str:
+    """The CPU model, as /proc/cpuinfo names it where there is one, with its core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
 def git_commit() -> str | None:
     """The commit of the code that ran, with '-dirty' when the tree had uncommitted changes."""
     here = Path(__file__).resolve().parent

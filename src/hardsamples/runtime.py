@@ -8,6 +8,7 @@ memory layout, so CPU runs are exact and repeatable.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,16 @@ class Runtime:
         return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
 
 
+def threads_from_allocation() -> None:
+    """Under SLURM, torch's CPU threads follow the job's allocation (SLURM_CPUS_PER_TASK) instead of
+    every core of the node, unless OMP_NUM_THREADS says otherwise."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(int(cpus))
+
+
 def make_runtime(cfg) -> Runtime:
+    threads_from_allocation()
     device = _pick_device(cfg.device)
     fidelity = cfg.get("fidelity") or {}
     precision = resolve_precision(cfg.precision, fidelity.get("precision", "auto"), device.type)

@@ -21,12 +21,14 @@ The sweep summary reads these.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -323,7 +325,45 @@ def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> st
         if outcome in ("diverged", "failed"):
             error = notes[path].get("error") or "the job stopped without closing its job.json (killed?)"
             lines.append(f"  {outcome:<9} {path.parent.name}: {error}")
-    return "\n".join(lines)
+    over = sorted({path.parent for path, outcome in outcomes.items() if outcome in ("finished", "resumed", "skipped")})
+    return "\n".join(lines + cell_lines(over))
+
+
+def final_row(run_dir: Path) -> tuple[dict, dict] | None:
+    """run.json and the last metrics.csv row of a finished run, or None."""
+    try:
+        header = records.read_json(run_dir / "run.json")
+        with open(run_dir / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict) or header.get("status") != "finished" or not rows:
+        return None
+    return header, rows[-1]
+
+
+def cell_lines(run_dirs: list[Path]) -> list[str]:
+    """Per cell (model, dataset, method, delta, protocol): the seeds' mean final test top-1 and train
+    loss with their sd, a first look only; `make tables` gives e, delta-e and their 95% CIs."""
+    cells: dict[tuple, list[dict]] = {}
+    for run_dir in run_dirs:
+        found = final_row(run_dir)
+        if found:
+            header, row = found
+            key = tuple(str(header.get(k)) for k in ("model", "dataset", "method", "delta", "fidelity"))
+            cells.setdefault(key, []).append(row)
+    lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if cells else []
+    for (model, dataset, method, delta, fidelity), rows in sorted(cells.items()):
+        top1 = mean_sd([float(r["test_top1"]) for r in rows], 2)
+        loss = mean_sd([float(r["train_loss"]) for r in rows], 4)
+        lines.append(f"    {model} {dataset} {method} d{delta} {fidelity}: {len(rows)} run(s),"
+                     f" test top-1 {top1}, train loss {loss}")
+    return lines
+
+
+def mean_sd(values: list[float], digits: int) -> str:
+    mean = f"{statistics.mean(values):.{digits}f}"
+    return mean + (f" +/- {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
 
 
 def outcome_of(note: dict) -> str:

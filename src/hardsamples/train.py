@@ -33,6 +33,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records
 from hardsamples.config_checks import check_group_choices
@@ -109,6 +111,8 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         for row in record.metrics:  # a resumed W&B run drops the steps it already has
             mirror.log_interval(row)
         status = train_and_record(cfg, loop, record, mirror, eval_settings(cfg, runtime), stopwatch)
+        if not OmegaConf.select(cfg, "record.keep_checkpoint", default=False):
+            record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
         record.set_status("failed", error=stop_reason(err))
         if mirror is not None:
@@ -140,6 +144,10 @@ def resume_if_interrupted(cfg: DictConfig, loop: UpdateLoop, record: RunRecord, 
         raise ConfigError(f"{path} cannot be used ({type(err).__name__}): {records.start_over(path)}") from None
     record.header["resumed_from"].append(loop.state.updates)
     log.info("%s: resuming at update %d of %d", record.directory, loop.state.updates, loop.budget)
+    if old.get("git_commit") != record.header["git_commit"]:
+        log.warning("%s was started by the code at commit %s and resumes at commit %s: its records mix two"
+                    " versions of the code (delete the directory to train it afresh with one)",
+                    record.directory, old.get("git_commit"), record.header["git_commit"])
     return Stopwatch(already=saved["seconds"])
 
 
@@ -160,6 +168,7 @@ def save_checkpoint(loop: UpdateLoop, record: RunRecord, stopwatch: Stopwatch) -
 
 def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirror,
                      settings: EvalSettings, stopwatch: Stopwatch) -> str:
+    """Train interval by interval (N updates each), evaluating and writing the record after each."""
     data = loop.data
     train_ids = eval_subset(data.num_train, cfg.eval.train_subset)
     if train_ids is None:
@@ -168,40 +177,65 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
         train_ids = train_ids.to(data.train_labels.device)
         train_images, train_labels = data.train_images[train_ids], data.train_labels[train_ids]
     train = test = None
-    while loop.state.updates < loop.budget:
-        started = device_clock(loop.batches.device)  # the updates alone: Table 1's time per update
-        segments = loop.train_interval()
-        train_seconds = device_clock(loop.batches.device) - started
-        seen_loss = mean_segment_loss(segments)
-        interval = -(-loop.state.updates // loop.num_batches)
-        if not math.isfinite(seen_loss):
-            message = f"training loss became {seen_loss} in interval {interval}: lower optimizer.lr or check the data"
-            log.error(message)
-            record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch, train_seconds))
-            record.set_status("diverged", error=message, finished_at=now())
-            return "diverged"
-        train = evaluate(loop.model, data, train_images, train_labels, settings)
-        test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
-        row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
-        record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
-        if cfg.record.checkpoint:
-            save_checkpoint(loop, record, stopwatch)
-        mirror.log_interval(row)
-        log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
-                 cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss, test.top1,
-                 row["seconds"])
-    # The batch-level rows cover the whole training set, also when the intervals evaluated a subset;
-    # and a run resumed after its last row was written has no results at hand. In BatchNorm's train
-    # mode an evaluation moves only the running buffers, which that mode never reads, so these rows
-    # are the same whether or not the run was resumed; the interval kind still comes first.
-    if train is None or train_ids is not None:
+    with progress_bar(cfg, loop) as bar:
+        while loop.state.updates < loop.budget:
+            started = device_clock(loop.batches.device)  # the updates alone: Table 1's time per update
+            segments = loop.train_interval()
+            train_seconds = device_clock(loop.batches.device) - started
+            seen_loss = mean_segment_loss(segments)
+            interval = -(-loop.state.updates // loop.num_batches)
+            if not math.isfinite(seen_loss):
+                message = f"training loss became {seen_loss} in interval {interval}: lower optimizer.lr or check the data"
+                log.error(message)
+                record.add_interval(interval_row(interval, loop, seen_loss, None, None, stopwatch, train_seconds))
+                record.set_status("diverged", error=message, finished_at=now())
+                return "diverged"
+            train = evaluate(loop.model, data, train_images, train_labels, settings)
+            test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
+            row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
+            record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
+            if cfg.record.checkpoint:
+                save_checkpoint(loop, record, stopwatch)
+            mirror.log_interval(row)
+            bar.set_postfix(train_loss=f"{train.loss:.4f}", test_top1=f"{test.top1:.2f}", refresh=False)
+            log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
+                     cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss,
+                     test.top1, row["seconds"])
+    write_final_accuracy(loop, record, settings, train if train_ids is None else None, test)
+    record.set_status("finished", finished_at=now())
+    return "finished"
+
+
+@contextlib.contextmanager
+def progress_bar(cfg: DictConfig, loop: UpdateLoop):
+    """tqdm over the updates, shown in images with ETA and images/s; only on a terminal (disable=None),
+    so logs and sweeps keep their one line per interval. Log lines are routed around the bar."""
+    bar = tqdm(total=loop.budget, initial=loop.state.updates, desc=cfg.run_name, unit="img",
+               unit_scale=cfg.batch_size, disable=None, dynamic_ncols=True, leave=False)
+    loop.on_update = bar.update  # host-side counting only: no device synchronisation
+    try:
+        with logging_redirect_tqdm():
+            yield bar
+    finally:
+        loop.on_update = None
+        bar.close()
+
+
+def write_final_accuracy(loop: UpdateLoop, record: RunRecord, settings: EvalSettings,
+                         train: EvalResult | None, test: EvalResult | None) -> None:
+    """batch_accuracy.csv: the final model's top-1 per evaluation batch, both kinds (record_schema).
+
+    The batch-level rows cover the whole training set, also when the intervals evaluated a subset;
+    and a run resumed after its last row was written has no results at hand. In BatchNorm's train
+    mode an evaluation moves only the running buffers, which that mode never reads, so these rows
+    are the same whether or not the run was resumed; the interval kind still comes first."""
+    data = loop.data
+    if train is None:
         train = evaluate(loop.model, data, data.train_images, data.train_labels, settings)
     if test is None:
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
-    record.write_batch_accuracy(batch_rows("interval", train, test)
-                                + batch_rows("final", *final_evaluation(loop.model, loop.data, settings, train, test)))
-    record.set_status("finished", finished_at=now())
-    return "finished"
+    final = final_evaluation(loop.model, data, settings, train, test)
+    record.write_batch_accuracy(batch_rows("interval", train, test) + batch_rows("final", *final))
 
 
 def batch_rows(evaluation: str, train: EvalResult, test: EvalResult) -> list[dict]:
@@ -229,7 +263,8 @@ def run_header(cfg: DictConfig, loop: UpdateLoop, runtime: Runtime, old: dict | 
         num_batches=loop.num_batches, k=loop.policy.k, epochs=cfg.epochs, update_budget=loop.budget,
         batch_size=cfg.batch_size, image_size=cfg.image_size, num_train=data.num_train,
         num_test=int(data.test_labels.shape[0]), num_classes=data.num_classes, channels=data.channels,
-        device=str(runtime.device), precision=runtime.precision, matmul_allow_tf32=runtime.matmul_allow_tf32,
+        device=str(runtime.device), threads=torch.get_num_threads(), cpu=records.cpu_name(),
+        precision=runtime.precision, matmul_allow_tf32=runtime.matmul_allow_tf32,
         cudnn_allow_tf32=runtime.cudnn_allow_tf32, versions=records.versions(), git_commit=records.git_commit(),
         started_at=old["started_at"] if old else now(), finished_at=None,
         resumed_from=old.get("resumed_from", []) if old else [],

@@ -27,19 +27,62 @@ from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as hydra_submitit
 
+from omegaconf import OmegaConf
+
 from hardsamples import records
 from hardsamples.errors import ConfigError
+from hardsamples.record_schema import OVER
+from hardsamples.sweep import JobNote
 
 log = logging.getLogger(__name__)
 
 
 def job_run_dir(launcher, overrides: Sequence[str]) -> Path | None:
     """The run directory a job with these overrides writes to, as the job itself resolves it."""
+    found = job_config_and_dir(launcher, overrides)
+    return found[1] if found else None
+
+
+def job_config_and_dir(launcher, overrides: Sequence[str]) -> tuple[dict, Path] | None:
+    """The resolved run config (no hydra node) and run directory of a job, as the job itself makes them."""
     try:
         config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-        return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+        resolved = {key: OmegaConf.to_container(config[key], resolve=True) if OmegaConf.is_config(config[key])
+                    else config[key] for key in config if key != "hydra"}
+        return resolved, run_dir
     except Exception:  # noqa: BLE001 - a job that cannot even compose fails on its own, with its own message
         return None
+
+
+def already_over(launcher, overrides: Sequence[str]) -> Path | None:
+    """The run directory of a job whose run is already over with the same config and complete rows:
+    such a job would only start, find it done and skip it, so it is not submitted at all. Anything
+    doubtful (no record, another config, missing rows, a directory in use) is submitted, and the job
+    itself says what is wrong."""
+    found = job_config_and_dir(launcher, overrides)
+    if found is None:
+        return None
+    config, run_dir = found
+    try:
+        old = records.previous_run(run_dir, config)
+        if old is None or old["status"] not in OVER:
+            return None
+        records.check_complete(run_dir, old)
+    except (ConfigError, OSError):
+        return None
+    return run_dir
+
+
+def note_skipped(run_dir: Path, job_num: int) -> bool:
+    """job.json says `skipped` for a run over before its sweep started (counted by the summary)."""
+    try:
+        with records.hold_run_dir(run_dir) as writable:
+            if writable:
+                JobNote(run_dir, job_num).close("skipped")
+            return writable
+    except ConfigError:  # held by another process: let a job look at it
+        return False
 
 
 def note_attempt(run_dir: Path | None) -> str | None:
@@ -79,11 +122,16 @@ def record_killed(run_dir: Path | None, job_num: int, error: str) -> None:
         log.info("%s is held by another process: left as it is", run_dir)
 
 
-def failed_return(overrides: Sequence[str]) -> JobReturn:
-    """A job that died, as sweep_job reports a failure: Hydra's sweeper goes on to the next batch."""
+def finished_return(overrides: Sequence[str], outcome: str) -> JobReturn:
+    """A job's outcome as sweep_job returns it; Hydra's sweeper goes on to the next batch."""
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    ret.return_value = "failed"
+    ret.return_value = outcome
     return ret
+
+
+def failed_return(overrides: Sequence[str]) -> JobReturn:
+    """A job that died, as sweep_job reports a failure."""
+    return finished_return(overrides, "failed")
 
 
 class JoblibLauncher(HydraJoblibLauncher):
@@ -157,6 +205,22 @@ class _SurvivingSubmitit:
     failed; the other jobs' results are still collected and the sweep ends with its summary."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Submit the jobs whose runs are not over yet; a rerun of a finished sweep queues no job."""
+        over = {}
+        for i, overrides in enumerate(job_overrides):
+            run_dir = already_over(self, overrides)
+            if run_dir is not None and note_skipped(run_dir, initial_job_idx + i):
+                over[i] = run_dir
+        if over:
+            log.info("%d of %d run(s) already over: not submitted (skipped)", len(over), len(job_overrides))
+        submit = [i for i in range(len(job_overrides)) if i not in over]
+        results = dict(zip(submit, self.launch_jobs([job_overrides[i] for i in submit], initial_job_idx)
+                           if submit else []))
+        for i in over:
+            results[i] = finished_return(job_overrides[i], "skipped")
+        return [results[i] for i in range(len(job_overrides))]
+
+    def launch_jobs(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         import submitit
 
         collected = []
