@@ -48,5 +48,13 @@ tables: setup
 bench: setup
 	$(PY) -m hardsamples.bench $(ARGS)
 
+# Deletes the run records of this checkout (not the committed study under results/fashion_mnist):
+# it lists what it would delete and asks first; `make clean YES=1` skips the question.
+CLEAN := results/runs results/demo results/tables results/figures outputs multirun
 clean:
-	rm -rf results/runs results/demo results/tables results/figures outputs multirun
+	@found="$$(ls -d $(CLEAN) 2>/dev/null)"; \
+	if [ -z "$$found" ]; then echo "nothing to delete"; exit 0; fi; \
+	echo "make clean deletes these run records and outputs:"; echo "$$found" | sed 's/^/  /'; \
+	if [ "$(YES)" != 1 ]; then printf "delete them? [y/N] "; read answer; \
+	  case "$$answer" in y|Y|yes) ;; *) echo "nothing deleted"; exit 0;; esac; fi; \
+	rm -rf $$found && echo "deleted"

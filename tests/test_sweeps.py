@@ -166,7 +166,7 @@ def test_slurm_launcher_composes_with_its_defaults_and_overrides():
     cfg = compose_sweep("table3", ["launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=60"])
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hardsamples_launchers.launchers.SlurmLauncher"  # submitit's, surviving a killed job
-    assert (launcher.partition, launcher.timeout_min, launcher.gpus_per_node) == ("gpu", 60, 1)
+    assert (launcher.partition, launcher.timeout_min, launcher.gres, launcher.gpus_per_node) == ("gpu", 60, "gpu:1", None)
     assert launcher.cpus_per_task >= 1 and launcher.mem_gb >= 1 and launcher.signal_delay_s > 0
     assert launcher.max_num_timeout > 0, "a job that hits its time limit must be requeued"
     assert launcher.submitit_folder == "results/runs/table3/.submitit/%j"  # job logs beside the runs
@@ -197,8 +197,9 @@ def test_slurm_launcher_writes_the_sbatch_script_we_mean(tmp_path, monkeypatch):
     with pytest.raises(Submitted):
         plugin.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
     script = scripts[0]
-    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=720", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "#SBATCH --requeue",
+    assert "--gpus-per-node" not in script  # gres works without select/cons_tres
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=240", "#SBATCH --gres=gpu:1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16GB", "#SBATCH --requeue",
                  "#SBATCH --signal=USR2@120", "#SBATCH --array=0-1%2", "#SBATCH --job-name=table3"):
         assert line in script, line
     # submitit calls the launcher's checkpoint() on USR2 and requeues what it returns: the same job.
