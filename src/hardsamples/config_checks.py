@@ -1,4 +1,9 @@
-"""Checks on the command line before Hydra composes it, so a mistyped choice costs one line."""
+"""Checks on the command line before Hydra composes it, so a mistyped choice or key costs one line.
+
+Hydra's own answer to `detla=0.5` is several lines and exit code 1; to `dataset=foo` a list of
+search paths. These checks run first (train.main) and answer in one line with exit code 2; the
+Hydra callback ConfigCheck then checks the composed config before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from hardsamples.layout import CONF_DIR, group_choices
-
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -26,6 +30,79 @@ def check_group_choices(overrides: list[str]) -> None:
                 print(f"error: unknown {group} '{choice}': choose one of {', '.join(group_choices(group))}{hint}",
                       file=sys.stderr)
                 raise SystemExit(2)
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """`detla=0.5` or `++detla=0.5` (a key no config has): one line naming the closest key, exit 2."""
+    if (error := unknown_key_error(overrides)) is not None:
+        refuse(error)
+
+
+def unknown_key_error(overrides: list[str]) -> str | None:
+    import difflib
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [o for o in overrides if "=" in o and not o.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except Exception:  # noqa: BLE001 - a syntax error: Hydra names it itself
+        return None
+    checked = [o for o in parsed if not o.key_or_group.startswith("hydra") and not o.is_delete() and not o.is_add()
+               and not is_group(o.key_or_group)]
+    if not checked:
+        return None
+    configs = compositions([o for o in parsed if is_group(o.key_or_group) and not o.is_delete()])
+    for override in checked:
+        key = override.key_or_group
+        if not any(has_key(config, key) for config in configs):
+            known = sorted({k for config in configs for k in flat_keys(config)})
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            fix = f"did you mean {close[0]}?" if close else "no config has it; python -m hardsamples.train --help lists them"
+            return f"unknown key {key} (in {override.input_line}): {fix}"
+    return None
+
+
+def is_group(key: str) -> bool:
+    return "." not in key and (CONF_DIR / key).is_dir()
+
+
+def compositions(group_overrides) -> list[dict]:
+    """The run config (unresolved) under the chosen groups: the first value of each swept group, then
+    each other value of one swept group at a time, so a key of any chosen option is known."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    first = {o.key_or_group: values_of(o)[0] for o in group_overrides if values_of(o)}
+    variants = [first] + [{**first, o.key_or_group: value} for o in group_overrides for value in values_of(o)[1:]]
+    configs = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for choices in variants:
+            try:
+                config = compose(config_name="config", overrides=[f"{k}={v}" for k, v in choices.items()])
+            except Exception:  # noqa: BLE001 - an unknown choice is check_group_choices' or Hydra's to name
+                continue
+            configs.append(OmegaConf.to_container(config, resolve=False))
+    return configs
+
+
+def values_of(override) -> list[str]:
+    value = override.value()
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    items = getattr(value, "list", None)  # ChoiceSweep; a range() or glob() of groups is not checked
+    if items is not None:
+        return [str(v) for v in items]
+    return [] if override.is_sweep_override() else [str(value)]
+
+
+def has_key(config: dict, key: str) -> bool:
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def flat_keys(node, prefix: str = "") -> list[str]:
@@ -96,6 +173,9 @@ class ConfigCheck(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.exists() and not sweep_dir.is_dir():
             refuse(f"the sweep directory {sweep_dir} is a file: delete or move that file, or pass another sweep_name=")
+        if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK):  # Hydra writes multirun.yaml there first
+            refuse(f"the sweep directory {sweep_dir} is not writable: make it writable, or pass sweep_name=<new sweep>"
+                   " to write the sweep elsewhere")
 
 
 def write_nothing_into(config) -> None:

@@ -17,7 +17,9 @@ the final model's per-batch accuracies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import math
 import signal
 import sys
@@ -37,7 +39,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records
-from hardsamples.config_checks import check_group_choices
+from hardsamples.config_checks import check_group_choices, check_override_keys
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
@@ -114,7 +116,8 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         if not OmegaConf.select(cfg, "record.keep_checkpoint", default=False):
             record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
-        record.set_status("failed", error=stop_reason(err))
+        with contextlib.suppress(OSError):  # a full disk may refuse this write too: the first error is the one to tell
+            record.set_status("failed", error=stop_reason(err))
         if mirror is not None:
             mirror.finish("failed")
         raise
@@ -289,10 +292,18 @@ def hydra_main(cfg: DictConfig) -> str:
     except Terminated as err:
         print(f"error: {err}: run the same command again to resume from the last checkpoint", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: cannot write the run's records under {run_dir} ({os.strerror(err.errno)}): free space there"
+              " (or raise the quota), then run the same command again: it resumes from the last checkpoint",
+              file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:
     check_group_choices(sys.argv[1:])
+    check_override_keys(sys.argv[1:])
     try:
         hydra_main()
     except Terminated as err:  # a sweep (-m): the job running was recorded failed; a rerun resumes it

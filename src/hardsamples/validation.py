@@ -13,6 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from hardsamples.errors import ConfigError
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+# Every protocol key and its choices (conf/fidelity/*.yaml); True/False for the booleans.
+FIDELITY_CHOICES = {
+    "partition": ("dataset_order", "shuffled"), "drop_last": (True, False), "normalization": ("imagenet", "dataset"),
+    "eval_batchnorm": ("train", "eval"), "eval_average": ("per_batch", "per_sample"), "eval_drop_last": (True, False),
+    "hardest_count": ("float_int", "decimal_floor"), "tie_order": ("previous_rank", "batch_index"),
+    "precision": ("auto", "bf16", "fp32"), "matmul_tf32": (True, False), "cudnn_tf32": (True, False)}
+METHOD_CHOICES = {"round_order": ("index", "loss"), "refresh": (True, False), "shape": ("linear", "cosine", "step")}
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
@@ -62,6 +69,8 @@ def check_settings(cfg: DictConfig) -> None:
         if cfg.eval.train_subset < 1:
             raise ConfigError(f"eval.train_subset={cfg.eval.train_subset} is too small: use a sample count of 1 or"
                               " more, or eval.train_subset=null for every training sample")
+    check_choices(cfg, "fidelity", FIDELITY_CHOICES)
+    check_choices(cfg, "method", METHOD_CHOICES)
     mode = OmegaConf.select(cfg, "logger.wandb.mode", default="disabled")
     if mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={mode} is unknown: use {', '.join(WANDB_MODES)}")
@@ -73,6 +82,18 @@ def check_settings(cfg: DictConfig) -> None:
         at_least(cfg, "dataset.channels", 1)
         number(cfg, "dataset.noise", "dataset.noise=0.25")
         number(cfg, "dataset.hard_fraction", "dataset.hard_fraction=0.1")
+
+
+def check_choices(cfg: DictConfig, group: str, choices: dict) -> None:
+    """Each key of the group that is set must hold one of its choices (a boolean must be a boolean)."""
+    node = cfg.get(group) or {}
+    for key, allowed in choices.items():
+        if key not in node:
+            continue
+        value = node[key]
+        if isinstance(value, bool) != isinstance(allowed[0], bool) or value not in allowed:
+            shown = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
+            raise ConfigError(f"{group}.{key}={value} is not one of its choices: use {shown}")
 
 
 def check_data(cfg: DictConfig, num_train: int, num_test: int) -> None:
