@@ -216,12 +216,21 @@ def load_image_folder(dataset_cfg) -> HostData:
                               f" {folder}/<class>/<image>, or point dataset.{key} at the split's folder") from None
     train, test = splits["train_dir"], splits["test_dir"]
     if test.classes != train.classes:
-        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
         raise ConfigError(f"the class folders of {test.root} differ from those of {train.root} (only in train:"
                           f" {only_train or 'none'}, only in test: {only_test or 'none'}): give both splits the same"
                           " class folders, so a label means the same class in both")
     workers = int(dataset_cfg.decode_workers)
     (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers, str(split.root)) for split in (train, test))
+    if dataset_cfg.shuffle_seed is not None:
+        # ImageFolder lists the files class by class: batches cut in that order (fidelity.partition=
+        # dataset_order) would each hold one class, in training and in a train-mode BatchNorm evaluation.
+        gen = torch.Generator().manual_seed(int(dataset_cfg.shuffle_seed))
+        train_order = torch.randperm(len(y_train), generator=gen).numpy()
+        test_order = torch.randperm(len(y_test), generator=gen).numpy()
+        x_train, y_train = x_train[train_order], y_train[train_order]
+        x_test, y_test = x_test[test_order], y_test[test_order]
     return HostData(x_train, y_train, x_test, y_test, len(train.classes))
 
 
@@ -275,7 +284,8 @@ def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         images, labels = (torch.as_tensor(a) for a in part)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({one_line(err)}): {RETURN_SHAPE}") from None
+        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({one_line(err)}):"
+                          f" {RETURN_SHAPE}") from None
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ConfigError(f"{what} images of shape {tuple(images.shape)} and dtype {images.dtype}: {RETURN_SHAPE}"
                           " (e.g. (x * 255).round().to(torch.uint8) for floats in [0, 1])")
