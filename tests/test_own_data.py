@@ -99,10 +99,12 @@ def test_image_folder_refuses_splits_with_different_classes(image_root):
         load_folder(image_root)
 
 
-def test_an_undecodable_file_is_named(image_root):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_undecodable_file_is_named_in_one_line(image_root, workers):
     (image_root / "train" / "dog" / "9.png").write_bytes(b"not a png")
-    with pytest.raises(ConfigError, match=r"an image under .*train cannot be decoded .*9.png.*: remove or replace it"):
-        load_folder(image_root)
+    with pytest.raises(ConfigError, match=r"an image under .* cannot be decoded .*dog/9.png.*: remove or replace it") as err:
+        load_folder(image_root, f"dataset.decode_workers={workers}")
+    assert "\n" not in str(err.value)
 
 
 MODULE = '''
@@ -135,6 +137,18 @@ def three_things():
 def float_labels():
     (x, y), test = make_data()
     return (x, y.float()), test
+
+
+class Ragged(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 4 + i, 4, dtype=torch.uint8), 0
+
+
+def ragged():
+    return Ragged(), Ragged()
 '''
 
 
@@ -170,6 +184,7 @@ def test_a_users_function_may_return_datasets(user_module):
     ("float_images", r"returned train images of shape \(40, 3, 8, 8\) and dtype torch.float32: return \(train_images"),
     ("three_things", r"returned a tuple of 3: return \(train_images, train_labels\), \(test_images, test_labels\)"),
     ("float_labels", r"returned train labels of shape \(40,\) and dtype torch.float32 for 40 images"),
+    ("ragged", r"returned train a Dataset whose items do not stack \(RuntimeError: stack expects each tensor"),
     ("no_such_function", r"cannot be imported: check the spelling"),
 ])
 def test_a_wrong_return_is_refused_in_one_line(user_module, function, message):

@@ -222,7 +222,10 @@ def load_image_folder(dataset_cfg) -> HostData:
                           f" {only_train or 'none'}, only in test: {only_test or 'none'}): give both splits the same"
                           " class folders, so a label means the same class in both")
     workers = int(dataset_cfg.decode_workers)
-    (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers, str(split.root)) for split in (train, test))
+    try:
+        (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers) for split in (train, test))
+    except OSError as err:  # a file PIL cannot decode; its message names the file
+        raise ConfigError(f"an image under {root} cannot be decoded ({one_line(err)}): remove or replace it") from None
     if dataset_cfg.shuffle_seed is not None:
         # ImageFolder lists the files class by class: batches cut in that order (fidelity.partition=
         # dataset_order) would each hold one class, in training and in a train-mode BatchNorm evaluation.
@@ -278,7 +281,11 @@ def locate(path: str):
 def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
     """One split as the uint8 NCHW images and int64 labels HostData holds; refused in one line otherwise."""
     if isinstance(part, torch.utils.data.Dataset):
-        part = stack_pairs(part, 0, what)
+        try:
+            part = stack_pairs(part)
+        except (TypeError, RuntimeError, ValueError) as err:  # default_collate: not tensors, or not of one size
+            raise ConfigError(f"{what} a Dataset whose items do not stack ({one_line(err)}): each item must be a"
+                              " (uint8 CHW image tensor, label) pair, every image of one size") from None
     if not (isinstance(part, (tuple, list)) and len(part) == 2):
         raise ConfigError(f"{what} as {describe(part)}: {RETURN_SHAPE}")
     try:
@@ -298,18 +305,12 @@ def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images.cpu().numpy()), labels.cpu().numpy().astype(np.int64)
 
 
-def stack_pairs(dataset, workers: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """A map-style Dataset of (uint8 CHW image, label) pairs as two arrays, read once through a DataLoader
-    (its default collate stacks them; workers > 0 decode in parallel, keeping the order)."""
+def stack_pairs(dataset, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A map-style Dataset of (uint8 CHW image, label) pairs as two arrays, read once through a DataLoader:
+    its default collate stacks them, and workers > 0 decode in parallel, keeping the order."""
     from torch.utils.data import DataLoader
 
-    try:
-        images, labels = zip(*DataLoader(dataset, batch_size=256, num_workers=workers))
-    except OSError as err:  # a file PIL cannot decode
-        raise ConfigError(f"an image under {what} cannot be decoded ({one_line(err)}): remove or replace it") from None
-    except (TypeError, RuntimeError, ValueError) as err:  # not tensors, or not all of one size
-        raise ConfigError(f"{what} a Dataset whose items do not stack ({one_line(err)}): each item must be a"
-                          " (uint8 CHW image tensor, label) pair, every image of one size") from None
+    images, labels = zip(*DataLoader(dataset, batch_size=256, num_workers=workers))
     return torch.cat(images).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
 
@@ -320,8 +321,10 @@ def describe(value) -> str:
 
 
 def one_line(err: BaseException) -> str:
-    """An exception's message on one line: torchvision's and PIL's can span several."""
-    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+    """An exception's message on one line: its last line, which for an error a DataLoader worker raised
+    (and the DataLoader re-raised, after the worker's traceback) is the original message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
 def make_synthetic(dataset_cfg) -> HostData:
