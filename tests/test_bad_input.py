@@ -32,7 +32,7 @@ def test_bad_input_raises_one_clear_line_and_writes_no_record(tmp_path, override
 
 @pytest.mark.parametrize("args,message", [
     (["delta=1.5"], "error: delta=1.5 is outside (0, 1]"),
-    (["dataset=imagenet"], "error: unknown dataset 'imagenet': choose one of cifar10, cifar100, digits, fashion_mnist, stl10, synthetic"),
+    (["dataset=imagenet"], "error: unknown dataset 'imagenet': choose one of cifar10, cifar100, custom, digits, fashion_mnist, image_folder, stl10, synthetic"),
     (["model=vgg"], "error: unknown model 'vgg': choose one of"),
     (["dataset=stl10", "data_dir=/nonexistent"], "error: stl10 files not found under /nonexistent/stl10_binary"),
 ], ids=["delta", "dataset group", "model group", "missing files"])

@@ -55,7 +55,7 @@ def unknown_key_error(overrides: list[str]) -> str | None:
     configs = compositions([o for o in parsed if is_group(o.key_or_group) and not o.is_delete()])
     for override in checked:
         key = override.key_or_group
-        if not any(has_key(config, key) for config in configs):
+        if not any(has_key(config, key) or under_target(config, key) for config in configs):
             known = sorted({k for config in configs for k in flat_keys(config)})
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             fix = f"did you mean {close[0]}?" if close else "no config has it; python -m hardsamples.train --help lists them"
@@ -103,6 +103,19 @@ def has_key(config: dict, key: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def under_target(config: dict, key: str) -> bool:
+    """A key inside a node with `_target_` (dataset=custom's dataset.data) is an argument of the user's
+    own callable: any name may be added there."""
+    node = config
+    for part in key.split(".")[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if isinstance(node, dict) and "_target_" in node:
+            return True
+    return False
 
 
 def flat_keys(node, prefix: str = "") -> list[str]:

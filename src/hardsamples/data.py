@@ -1,6 +1,6 @@
 """Datasets as uint8 tensors on the training device, resized once to the model's image size.
 
-Every dataset, real or generated, ends as a `DeviceData`: images (n, C, S, S) uint8 and labels
+Every dataset, real or generated, yours or a benchmark, ends as a `DeviceData`: images (n, C, S, S) uint8 and labels
 (n,) int64 for train and test, on the training device. Batches are index tensors into it, so the
 hot loop never touches the CPU: a batch is a gather, a cast and a normalisation.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from omegaconf import OmegaConf
 
 from hardsamples.errors import ConfigError
 
@@ -80,7 +81,11 @@ def load_host_data(cfg) -> HostData:
         return _load_digits(cfg.dataset)
     if source == "generated":
         return make_synthetic(cfg.dataset)
-    raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn or generated")
+    if source == "image_folder":
+        return load_image_folder(cfg.dataset)
+    if source == "python":
+        return load_from_python(cfg.dataset)
+    raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn, generated, image_folder or python")
 
 
 def _load_torchvision(dataset_cfg, root: Path) -> HostData:
@@ -174,6 +179,152 @@ def _load_digits(dataset_cfg) -> HostData:
         images, labels, test_size=dataset_cfg.test_fraction,
         random_state=dataset_cfg.split_seed, stratify=labels)
     return HostData(x_train, y_train, x_test, y_test, 10)
+
+
+def load_image_folder(dataset_cfg) -> HostData:
+    """Your own images in torchvision's ImageFolder layout: <root>/<train_dir>/<class>/<image> and the
+    same under <test_dir>; classes are the folder names, sorted, as ImageFolder numbers them.
+
+    Each image is decoded once by ImageFolder's loader (PIL, converted to RGB), made grey when
+    channels=1, and resized with PIL's bilinear filter to native_size x native_size, as the authors'
+    PIL Resize did; what PIL decodes, this reads (png, jpg, bmp, tif, webp, ...).
+    """
+    import torchvision.datasets as tvd
+    from torchvision.transforms import v2
+
+    if OmegaConf.is_missing(dataset_cfg, "root"):
+        raise ConfigError("dataset=image_folder needs the folder of your images: pass dataset.root=/path/to/folder"
+                          " (laid out as <root>/train/<class>/*.png and <root>/test/<class>/*.png)")
+    root, size = Path(str(dataset_cfg.root)), dataset_cfg.native_size
+    if not root.is_dir():
+        raise ConfigError(f"dataset.root={root} is not a folder: pass the folder that holds"
+                          f" {dataset_cfg.train_dir}/ and {dataset_cfg.test_dir}/")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"dataset.native_size={size} is not a whole number >= 1: the side, in pixels, images are"
+                          " decoded to, e.g. dataset.native_size=64")
+    if dataset_cfg.channels not in (1, 3):
+        raise ConfigError(f"dataset.channels={dataset_cfg.channels} is not 1 or 3: use 3 for RGB or 1 for grey")
+    steps = [v2.Grayscale(1)] if dataset_cfg.channels == 1 else []
+    transform = v2.Compose([*steps, v2.Resize((size, size), antialias=True), v2.PILToTensor()])
+    splits = {}
+    for key in ("train_dir", "test_dir"):
+        folder = root / str(dataset_cfg[key])
+        try:
+            splits[key] = tvd.ImageFolder(folder, transform=transform)
+        except OSError as err:  # no such folder, no class folders, or a class without images
+            raise ConfigError(f"{folder} holds no images in ImageFolder's layout ({one_line(err)}): lay them out as"
+                              f" {folder}/<class>/<image>, or point dataset.{key} at the split's folder") from None
+    train, test = splits["train_dir"], splits["test_dir"]
+    if test.classes != train.classes:
+        only_train = sorted(set(train.classes) - set(test.classes))
+        only_test = sorted(set(test.classes) - set(train.classes))
+        raise ConfigError(f"the class folders of {test.root} differ from those of {train.root} (only in train:"
+                          f" {only_train or 'none'}, only in test: {only_test or 'none'}): give both splits the same"
+                          " class folders, so a label means the same class in both")
+    workers = int(dataset_cfg.decode_workers)
+    try:
+        (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers) for split in (train, test))
+    except OSError as err:  # a file PIL cannot decode; its message names the file
+        raise ConfigError(f"an image under {root} cannot be decoded ({one_line(err)}): remove or replace it") from None
+    if dataset_cfg.shuffle_seed is not None:
+        # ImageFolder lists the files class by class: batches cut in that order (fidelity.partition=
+        # dataset_order) would each hold one class, in training and in a train-mode BatchNorm evaluation.
+        gen = torch.Generator().manual_seed(int(dataset_cfg.shuffle_seed))
+        train_order = torch.randperm(len(y_train), generator=gen).numpy()
+        test_order = torch.randperm(len(y_test), generator=gen).numpy()
+        x_train, y_train = x_train[train_order], y_train[train_order]
+        x_test, y_test = x_test[test_order], y_test[test_order]
+    return HostData(x_train, y_train, x_test, y_test, len(train.classes))
+
+
+def load_from_python(dataset_cfg) -> HostData:
+    """Your own data from your own code: dataset.data._target_ names a function (or class) that
+    hydra.utils.instantiate calls, with the other keys of dataset.data as keyword arguments. It returns
+
+        (train_images, train_labels), (test_images, test_labels)
+
+    images uint8 (N, C, H, W) and labels integer class ids 0..classes-1 of shape (N,), as torch tensors
+    or numpy arrays; or, for either split, a map-style torch Dataset of (uint8 CHW image, label) pairs.
+    The class count is the largest label + 1.
+    """
+    from hydra.utils import instantiate
+
+    spec = dataset_cfg.data
+    if OmegaConf.is_missing(spec, "_target_"):
+        raise ConfigError("dataset=custom needs your function: pass dataset.data._target_=my_module.make_data"
+                          " (my_module importable: in the working directory or on PYTHONPATH)")
+    target = str(spec._target_)
+    where = f"dataset.data._target_={target}"
+    if locate(target) is None:
+        raise ConfigError(f"{where} cannot be imported: check the spelling, and run from the folder that holds"
+                          " the module or put that folder on PYTHONPATH")
+    returned = instantiate(spec, _convert_="all")  # an error inside your function keeps its traceback
+    if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
+        raise ConfigError(f"{where} returned {describe(returned)}: {RETURN_SHAPE}")
+    (x_train, y_train), (x_test, y_test) = (
+        split_arrays(part, f"{where} returned {name}") for name, part in zip(("train", "test"), returned))
+    classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    return HostData(x_train, y_train, x_test, y_test, classes)
+
+
+RETURN_SHAPE = ("return (train_images, train_labels), (test_images, test_labels) with uint8 images of shape"
+                " (N, C, H, W) and integer labels of shape (N,)")
+
+
+def locate(path: str):
+    """The object at a dotted import path, or None; an error raised while importing its module propagates."""
+    import pydoc
+
+    return pydoc.locate(path)
+
+
+def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split as the uint8 NCHW images and int64 labels HostData holds; refused in one line otherwise."""
+    if isinstance(part, torch.utils.data.Dataset):
+        try:
+            part = stack_pairs(part)
+        except (TypeError, RuntimeError, ValueError) as err:  # default_collate: not tensors, or not of one size
+            raise ConfigError(f"{what} a Dataset whose items do not stack ({one_line(err)}): each item must be a"
+                              " (uint8 CHW image tensor, label) pair, every image of one size") from None
+    if not (isinstance(part, (tuple, list)) and len(part) == 2):
+        raise ConfigError(f"{what} as {describe(part)}: {RETURN_SHAPE}")
+    try:
+        images, labels = (torch.as_tensor(a) for a in part)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({one_line(err)}):"
+                          f" {RETURN_SHAPE}") from None
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ConfigError(f"{what} images of shape {tuple(images.shape)} and dtype {images.dtype}: {RETURN_SHAPE}"
+                          " (e.g. (x * 255).round().to(torch.uint8) for floats in [0, 1])")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool \
+            or tuple(labels.shape) != (images.shape[0],):
+        raise ConfigError(f"{what} labels of shape {tuple(labels.shape)} and dtype {labels.dtype} for"
+                          f" {images.shape[0]} images: {RETURN_SHAPE}")
+    if labels.numel() and labels.min() < 0:
+        raise ConfigError(f"{what} a negative label ({int(labels.min())}): labels are class ids 0..classes-1")
+    return np.ascontiguousarray(images.cpu().numpy()), labels.cpu().numpy().astype(np.int64)
+
+
+def stack_pairs(dataset, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A map-style Dataset of (uint8 CHW image, label) pairs as two arrays, read once through a DataLoader:
+    its default collate stacks them, and workers > 0 decode in parallel, keeping the order."""
+    from torch.utils.data import DataLoader
+
+    images, labels = zip(*DataLoader(dataset, batch_size=256, num_workers=workers))
+    return torch.cat(images).numpy(), torch.cat(labels).numpy().astype(np.int64)
+
+
+def describe(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line: its last line, which for an error a DataLoader worker raised
+    (and the DataLoader re-raised, after the worker's traceback) is the original message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
 def make_synthetic(dataset_cfg) -> HostData:
