@@ -248,3 +248,12 @@ def test_method_sweeps_give_each_method_a_delta_it_accepts(sweep):
         for method, delta in expected.items():
             cfg = compose(config_name="config", overrides=[f"experiment={sweep}", f"method={method}"])
             assert (cfg.sweep_name, cfg.delta) == (sweep, delta), method
+
+
+def test_build_policy_takes_a_plain_dict():
+    from hardsamples.policies import build_policy
+
+    cfg = {"method": {"name": "hard_batches", "round_order": "index", "refresh": False}, "delta": 0.5, "seed": 0,
+           "fidelity": {"hardest_count": "decimal_floor", "tie_order": "batch_index"}}
+    policy = build_policy(cfg, 10, torch.device("cpu"))
+    assert (policy.name, policy.k) == ("hard_batches", 5)

@@ -23,6 +23,7 @@ from fractions import Fraction
 from typing import Protocol
 
 import torch
+from omegaconf import OmegaConf
 
 from hardsamples.errors import ConfigError
 
@@ -255,8 +256,11 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
 
 
 def build_policy(cfg, num_batches: int, device: torch.device) -> Policy:
-    """The policy of cfg.method at cfg.delta. Trimming and standard train every batch, so they take
-    delta = 1.0 only; the batch-choosing methods are Algorithm 1 at delta = 1.0 (HardBatchesPolicy)."""
+    """The policy of cfg.method at cfg.delta (a run config, or a plain dict of the same shape). Trimming
+    and standard train every batch, so they take delta = 1.0 only; the batch-choosing methods are
+    Algorithm 1 at delta = 1.0 (HardBatchesPolicy)."""
+    if isinstance(cfg, dict):
+        cfg = OmegaConf.create(cfg)
     method, delta = cfg.method.name, cfg.delta
     if method in ("standard", "trimming") and delta != 1.0:
         raise ConfigError(f"method={method} trains every batch: delta must be 1.0, not {delta}")
