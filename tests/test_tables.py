@@ -328,8 +328,8 @@ def test_wandb_reads_one_cell_by_its_group(tmp_path):
     for delta, seed in ((1.0, 0), (1.0, 1), (0.5, 0)):
         write_run(tmp_path, delta=delta, seed=seed)
     runs = [FakeWandbRun(p.parent) for p in sorted(tmp_path.rglob("run.json"))]
-    cell = "test/resnet18/cifar10/standard/d1.0/paper_code"
-    assert sorted(run.group for run in runs) == sorted([cell, cell, "test/resnet18/cifar10/hard_batches/d0.5/paper_code"])
+    cell, other = "test/resnet18/cifar10/standard/d1.0/paper_code", "test/resnet18/cifar10/hard_batches/d0.5/paper_code"
+    assert sorted(run.group for run in runs) == sorted([cell, cell, other])
     table = load_wandb("me", "hard-samples", cell, api=FakeApi(runs))
     assert sorted(set(table["seed"])) == [0, 1] and set(table["delta"]) == {1.0}
 
