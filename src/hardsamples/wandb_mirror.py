@@ -287,8 +287,17 @@ class WandbMirror:
                         " complete", " ".join(str(err).split()) or type(err).__name__, init_timeout())
             self.abandon()
             return
-        if self.mode == "offline":
-            log.info("W&B logs offline to %s: `wandb sync` it later", Path(self.run.dir).parent)
+        self.announce()
+
+    def announce(self) -> None:
+        """One line of ours where W&B, silent, prints none: where the run is, or waits to be synced."""
+        try:
+            if self.mode == "offline":
+                log.info("W&B logs offline to %s: `wandb sync` it later", Path(self.run.dir).parent)
+            else:
+                log.info("W&B run %s (group %s)", self.run.url, self.run.group)
+        except Exception as err:
+            log.warning("W&B started, but cannot say where (%s)", err)
 
     def log_interval(self, row: dict) -> None:
         if self.run is None:
