@@ -340,9 +340,10 @@ def fake_wandb(monkeypatch):
 def mirror(mode: str, tmp_path):
     from omegaconf import OmegaConf
     from hardsamples.wandb_mirror import WandbMirror
-    cfg = OmegaConf.create({"mode": mode, "project": "p", "entity": None, "group": "g", "name": "n"})
-    header = {"run_id": "abc", "config": {}, "method": "m", "num_batches": 1, "k": 1, "num_classes": 2,
-              "channels": 1, "update_budget": 1}
+    cfg = OmegaConf.create({"mode": mode, "project": "p", "entity": None, "group": None, "name": None})
+    header = {"run_id": "abc", "run_name": "n", "sweep": "s", "model": "m", "dataset": "d", "method": "standard",
+              "delta": 1.0, "seed": 0, "fidelity": "paper_code", "config": {}, "num_batches": 1, "k": 1,
+              "num_classes": 2, "channels": 1, "update_budget": 1}
     return WandbMirror(cfg, header, tmp_path)
 
 

@@ -11,9 +11,9 @@ import pytest
 from scipy import stats
 
 from hardsamples.analysis import aggregate
+from hardsamples import wandb_mirror
 from hardsamples.analysis.loading import load_records, load_wandb
 from hardsamples.analysis.paper import MODEL_ORDER, load_paper
-from hardsamples.record_schema import WANDB_SUMMARY_FIELDS as SUMMARY_FIELDS
 from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS
 from hardsamples.records import write_csv, write_json
 from hardsamples.analysis.inference import t_interval
@@ -255,45 +255,83 @@ def test_sensitivity_has_every_rule(tmp_path):
 
 
 class FakeWandbRun:
-    """Just what load_wandb reads of a wandb.apis.public.Run."""
+    """What load_wandb reads of a wandb.apis.public.Run, made from a run record by the mirror's own
+    functions: the config, group, name and summary it gives wandb.init, the rows it logs."""
 
-    def __init__(self, run_dir):
-        import json
-
+    def __init__(self, run_dir, flat_keys: bool = False):
         header = json.loads((run_dir / "run.json").read_text())
-        self.id, self.name, self.state = header["run_id"], header["run_name"], "finished"
-        self.config = header["config"]
-        # What WandbMirror puts in the summary.
-        self.summary = {"status": header["status"], **{k: header[k] for k in SUMMARY_FIELDS if k in header}}
-        self._history = pd.read_csv(run_dir / "metrics.csv").rename(columns={"interval": "_step"}).to_dict("records")
+        self.id, self.state = header["run_id"], "finished"
+        self.name, self.group = wandb_mirror.display_name(header, run_dir), wandb_mirror.cell_group(header)
+        self.config = wandb_mirror.run_config(header)
+        self.summary = {**wandb_mirror.summary_fields(header), "status": header["status"]}  # status: at finish
+        rows = pd.read_csv(run_dir / "metrics.csv").astype(object).to_dict("records")
+        rows = [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in rows]
+        self._history = [{"_step": row["interval"], **wandb_mirror.logged_row(row)} for row in rows]
+        if flat_keys:  # as runs were mirrored before: metrics.csv's names, W&B's step as the interval,
+            self.group, self.config = header["sweep"], header["config"]  # the sweep as the group
+            self._history = [{"_step": row["interval"], **{k: v for k, v in row.items() if k != "interval"}}
+                             for row in rows]
 
     def scan_history(self):
         return iter(self._history)
 
 
 class FakeApi:
+    """wandb.Api's runs(path, filters), with the filters W&B's server would apply to the fake runs."""
+
     def __init__(self, runs):
         self._runs = runs
 
     def runs(self, path, filters=None):
-        assert path == "me/hard-samples" and filters == {"group": "test"}
-        return self._runs
+        assert path == "me/hard-samples"
+        return [run for run in self._runs if filters is None or self._matches(run, filters)]
+
+    def _matches(self, run, query) -> bool:
+        for key, wanted in query.items():
+            if key == "$or":
+                if not any(self._matches(run, part) for part in wanted):
+                    return False
+            elif key == "group":
+                if run.group != wanted:
+                    return False
+            elif key.startswith("config."):
+                if run.config.get(key.removeprefix("config.")) != wanted:
+                    return False
+            else:
+                raise AssertionError(f"the fake W&B API has no filter on {key}")
+        return True
 
 
-def test_wandb_gives_the_same_table(tmp_path):
+@pytest.mark.parametrize("flat_keys", [False, True], ids=["keys logged now", "flat keys logged before"])
+def test_wandb_gives_the_same_table(tmp_path, flat_keys):
     for delta, seed in ((1.0, 0), (1.0, 1), (0.5, 0)):
-        write_run(tmp_path, delta=delta, seed=seed, e=3 + seed, test_top1=60.0 + seed)
-    records = load_records(tmp_path)
+        write_run(tmp_path / "test", delta=delta, seed=seed, e=3 + seed, test_top1=60.0 + seed)
+    other = write_run(tmp_path / "other", delta=0.5, seed=0)  # another sweep: not read
+    header = json.loads((other / "run.json").read_text())
+    write_json(other / "run.json", {**header, "sweep": "other", "config": {**header["config"], "sweep_name": "other"}})
+    records = load_records(tmp_path / "test")
     mirror = load_wandb("me", "hard-samples", "test",
-                        api=FakeApi([FakeWandbRun(p.parent) for p in sorted(tmp_path.rglob("run.json"))]))
+                        api=FakeApi([FakeWandbRun(p.parent, flat_keys) for p in sorted(tmp_path.rglob("run.json"))]))
     keys = ["run_id", "dataset", "model", "method", "delta", "seed", "fidelity", "status", "interval"]
-    compare = keys + ["train_loss", "train_top1", "test_top1", "seconds", "updates"]
+    compare = keys + ["run_name", "sweep", "train_loss", "train_top1", "test_loss", "test_top1", "seconds", "updates"]
     left = records[compare].sort_values(keys).reset_index(drop=True)
     right = mirror[compare].sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(left, right, check_dtype=False)
+    assert [c["config"] for c in mirror.groupby("run_id").head(1).sort_values("run_id").to_dict("records")] == [
+        c["config"] for c in records.groupby("run_id").head(1).sort_values("run_id").to_dict("records")]
     runs = aggregate.summarise_runs(mirror, RULES)
     rows = aggregate.group_rows(runs, RULES, "relative")
     assert rows.set_index("delta").loc[1.0, "n_seeds"] == 2
+
+
+def test_wandb_reads_one_cell_by_its_group(tmp_path):
+    for delta, seed in ((1.0, 0), (1.0, 1), (0.5, 0)):
+        write_run(tmp_path, delta=delta, seed=seed)
+    runs = [FakeWandbRun(p.parent) for p in sorted(tmp_path.rglob("run.json"))]
+    cell, other = "test/resnet18/cifar10/standard/d1.0/paper_code", "test/resnet18/cifar10/hard_batches/d0.5/paper_code"
+    assert sorted(run.group for run in runs) == sorted([cell, cell, other])
+    table = load_wandb("me", "hard-samples", cell, api=FakeApi(runs))
+    assert sorted(set(table["seed"])) == [0, 1] and set(table["delta"]) == {1.0}
 
 
 def test_table2_counts_the_model_beside_the_paper(tmp_path):

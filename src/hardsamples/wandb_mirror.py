@@ -1,8 +1,26 @@
 """Weights & Biases mirrors the run record; it never decides whether training goes on.
 
-One W&B run per job, id stored in run.json so a resumed job continues the same W&B run. Each
-interval is logged with `step=interval`: W&B drops a step it has already seen, so a resumed run that
-logs its rows again cannot duplicate any.
+One W&B run per job, its id the record's run_id, so a resumed job continues the same W&B run. What a
+researcher finds there:
+
+  group     the cell whose seeds are to be averaged: <sweep>/<model>/<dataset>/<method>/d<delta>/<fidelity>
+            (plus key=value for a key the sweep varies outside these), so W&B's grouped view
+            averages seeds and nothing else
+  name      the run's name, with the recorded method beside it when the name does not show it (a
+            hard_batches run at delta = 1 is Algorithm 1 and is recorded as standard)
+  job_type  the recorded method;  tags: sweep=, model=, dataset=, method=, delta=, seed=, fidelity=
+  config    the resolved Hydra config, and the run's identity under `identity`
+  history   METRIC_KEYS (train/..., test/..., time/...) against `interval`, which is also W&B's step
+  summary   the best loss (min) and top-1 (max) beside the last; the record's method, sizes, status
+
+W&B's own environment applies wherever logger.wandb leaves a value null: WANDB_PROJECT,
+WANDB_ENTITY, WANDB_RUN_GROUP, WANDB_NAME, WANDB_JOB_TYPE; WANDB_TAGS are added to the run's tags;
+WANDB_MODE / WANDB_DISABLED, WANDB_SILENT / WANDB_QUIET, WANDB_DIR and WANDB_INIT_TIMEOUT are
+followed; and credentials are found by W&B's own lookup. The console stays quiet: W&B prints nothing
+among the run's log lines unless asked (logger.wandb.silent=false, or WANDB_SILENT/WANDB_QUIET set),
+and a W&B that cannot start is one warning.
+
+This module imports neither torch nor wandb at load time: analysis/loading.py reads METRIC_KEYS.
 """
 
 from __future__ import annotations
@@ -10,12 +28,39 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from pathlib import Path
 from urllib.parse import urlparse
+
+from omegaconf import OmegaConf
 
 from hardsamples.record_schema import WANDB_SUMMARY_FIELDS
 
 log = logging.getLogger(__name__)
 
+# metrics.csv column -> the key logged to W&B. `interval` is the x axis of every chart.
+METRIC_KEYS = {
+    "interval": "interval",
+    "updates": "train/updates",
+    "train_loss": "train/loss",
+    "train_top1": "train/top1",
+    "seen_train_loss": "train/seen_loss",
+    "test_loss": "test/loss",
+    "test_top1": "test/top1",
+    "seconds": "time/seconds",
+    "train_seconds": "time/train_seconds",
+    "extra_forward_passes": "train/extra_forward_passes",
+}
+STEP_METRIC = METRIC_KEYS["interval"]
+# The summary of a key: the best value beside the last one (W&B's default keeps only the last).
+BEST_SUMMARIES = {"train/loss": "min,last", "train/seen_loss": "min,last", "test/loss": "min,last",
+                  "train/top1": "max,last", "test/top1": "max,last"}
+# The run.json fields that say what a run is: its W&B tags, and `identity` in its W&B config.
+IDENTITY_FIELDS = ("sweep", "model", "dataset", "method", "delta", "seed", "fidelity")
+DEFAULT_PROJECT = "hard-samples"  # where runs go when neither logger.wandb.project nor WANDB_PROJECT says
+# logger.wandb key -> the W&B environment variable that supplies it when the key is null.
+ENV_VARS = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP",
+            "name": "WANDB_NAME", "job_type": "WANDB_JOB_TYPE"}
+MAX_TAG = 64  # W&B refuses to start a run with a longer tag
 
 # WANDB_MODE values as W&B reads them (run and dryrun are its older names).
 ENV_MODES = {"online": "online", "run": "online", "shared": "online", "offline": "offline", "dryrun": "offline",
@@ -23,22 +68,45 @@ ENV_MODES = {"online": "online", "run": "online", "shared": "online", "offline":
 INIT_TIMEOUT_S = 10.0  # W&B's own default is 90 s: a W&B that cannot start would hold every run that long
 
 
+# --- where the run goes, and whether W&B runs at all ----------------------------------------------
+
 def logged_in() -> bool:
-    """Whether W&B has credentials, by W&B's own lookup (environment, .netrc, its settings file) where
-    this W&B version offers it, else an API key in the environment or in ~/.netrc for the W&B host."""
+    """Whether W&B has credentials for its server, by W&B's own lookup: WANDB_API_KEY,
+    WANDB_IDENTITY_TOKEN_FILE, the .netrc file ($NETRC or ~/.netrc) and the api_key of its settings
+    files, for the host of WANDB_BASE_URL or the settings.
+
+    W&B's public wandb.login(prompt=False, verify=False) makes the same lookup but is no mere
+    question: unless W&B is silent it asks the server who is logged in (a network call no timeout of
+    ours bounds), it rewrites W&B's system settings file, and it answers False while any run is open.
+    So this asks wandb.sdk.lib.wbauth.authenticate_session (named in that package's __all__, not in
+    W&B's documented API) with prompt=False, update_session=False, and falls back to reading the
+    environment and .netrc itself when this W&B version lacks it."""
+    try:
+        from wandb.errors import AuthenticationError
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+    except ImportError:
+        return plain_credentials_lookup()
+    try:
+        settings = wandb_setup.singleton().settings
+        host = wbauth.HostUrl(settings.base_url, app_url=settings.app_url)
+        found = wbauth.authenticate_session(host=host, source="hardsamples", prompt=False, update_session=False)
+    except AuthenticationError as err:  # credentials W&B would refuse (a malformed key, two kinds set)
+        log.warning("W&B credentials are unusable (%s): logging offline", err)
+        return False
+    except Exception:  # another W&B version: the lookup as W&B documents it
+        return plain_credentials_lookup()
+    return found is not None
+
+
+def plain_credentials_lookup() -> bool:
+    """An API key or identity token file in the environment, or a .netrc entry for the W&B host."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
-        from wandb.sdk.lib.wbauth import HostUrl
-        from wandb.sdk.lib.wbauth.authenticate import _use_system_auth
-
-        return _use_system_auth(host=HostUrl(base_url), source="hardsamples", update_session=False) is not None
-    except Exception:  # another W&B version, or credentials it cannot parse: the plain lookup below
-        pass
-    host = urlparse(base_url).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+        return netrc.netrc(path).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
@@ -73,34 +141,173 @@ def init_timeout() -> float:
         return INIT_TIMEOUT_S
 
 
+# --- what the W&B run is called and holds (pure: the tests' fake W&B API uses them too) ------------
+
+def method_label(header: dict) -> str:
+    """The method as a cell is told apart: `standard` for Algorithm 1 whichever method config ran it,
+    else the method's tag from the config (trimming's schedule, hard_batches_refresh)."""
+    if header["method"] == "standard":
+        return "standard"
+    method = header.get("config", {}).get("method") or {}
+    return str(method.get("tag") or header["method"])
+
+
+def swept_settings(config: dict) -> list[str]:
+    """key=value for each key a sweep varies that changes what a run computes but is not one of the
+    group's own fields (optimizer.lr=0.01), so that runs differing in it are never averaged together.
+    The sweep's launching process lists the swept keys in the environment (sweep.SWEPT_ENV)."""
+    from hardsamples.sweep import SWEPT_ENV, compared_keys_swept  # torch: only where a run trains
+
+    swept = [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
+    settings = []
+    for key in compared_keys_swept(swept):
+        if key.split(".")[0] == "fidelity":  # the group names the protocol already
+            continue
+        value = OmegaConf.select(OmegaConf.create(config), key, default=None)
+        if OmegaConf.is_dict(value):  # a config group (optimizer=sgd): its name, if it has one
+            value = value.get("name")
+        if value is not None:
+            settings.append(f"{key}={value}")
+    return settings
+
+
+def cell_group(header: dict) -> str:
+    """The seeds of one cell: sweep/model/dataset/method/d<delta>/fidelity, plus swept settings."""
+    parts = [header["sweep"], header["model"], header["dataset"], method_label(header), f"d{header['delta']}",
+             header["fidelity"]]
+    return "/".join(str(part) for part in parts + swept_settings(header.get("config", {})))
+
+
+def display_name(header: dict, run_dir) -> str:
+    """The run directory's name (the run name, with a config hash in a sweep that varies a key the
+    name lacks), followed by the recorded method when the name does not show it."""
+    directory = Path(run_dir).name
+    base = directory if directory.startswith(str(header["run_name"])) else str(header["run_name"])
+    label = method_label(header)
+    return base if label in base else f"{base} ({label})"
+
+
+def run_tags(header: dict, extra=None) -> list[str]:
+    """key=value for each identity field, then logger.wandb.tags, then WANDB_TAGS (which W&B would
+    drop once tags are passed), each cut to W&B's 64 characters."""
+    tags = [f"{key}={header[key]}" for key in IDENTITY_FIELDS] + [str(tag) for tag in extra or []]
+    tags += os.environ.get("WANDB_TAGS", "").split(",")
+    return list(dict.fromkeys(tag.strip()[:MAX_TAG] for tag in tags if tag.strip()))
+
+
+def run_config(header: dict) -> dict:
+    """The resolved Hydra config, with the identity at the top (the config's own `method` is the
+    method config, which at delta = 1 is not the method recorded)."""
+    return {**header["config"], "identity": {key: header[key] for key in IDENTITY_FIELDS}}
+
+
+def summary_fields(header: dict) -> dict:
+    """What the W&B summary keeps of run.json, so `make tables SOURCE=wandb` reads the record's identity."""
+    return {key: header[key] for key in WANDB_SUMMARY_FIELDS if key in header}
+
+
+def logged_row(row: dict) -> dict:
+    """A metrics.csv row as logged: W&B keys, empty values left out (a diverged interval has no evaluation)."""
+    return {METRIC_KEYS.get(column, column): value for column, value in row.items() if value is not None}
+
+
+def setting(wandb_cfg, key: str, default=None):
+    """logger.wandb.<key>; default where it is null or absent."""
+    config = wandb_cfg if OmegaConf.is_config(wandb_cfg) else OmegaConf.create(dict(wandb_cfg))
+    value = OmegaConf.select(config, key, default=None)
+    return default if value is None else value
+
+
+def configured(wandb_cfg, key: str, ours):
+    """logger.wandb.<key> where the user set it; else None when W&B's environment variable sets it (W&B
+    then reads it itself); else ours."""
+    value = setting(wandb_cfg, key)
+    if value is not None:
+        return value
+    return None if os.environ.get(ENV_VARS[key]) else ours
+
+
+def init_arguments(wandb_cfg, header: dict, run_dir) -> dict:
+    """wandb.init's arguments, less mode and settings."""
+    return {
+        "project": configured(wandb_cfg, "project", DEFAULT_PROJECT),
+        "entity": configured(wandb_cfg, "entity", None),
+        "group": configured(wandb_cfg, "group", cell_group(header)),
+        "name": configured(wandb_cfg, "name", display_name(header, run_dir)),
+        "job_type": configured(wandb_cfg, "job_type", header["method"]),
+        "tags": run_tags(header, setting(wandb_cfg, "tags")),
+        "config": run_config(header),
+        "id": header["run_id"],
+        "resume": "allow",
+        "dir": None if os.environ.get("WANDB_DIR") else str(run_dir),  # None: W&B follows WANDB_DIR
+        "reinit": "create_new",  # a sweep's jobs in one process (basic, joblib) are one W&B run each
+    }
+
+
+def settings_arguments(wandb_cfg) -> dict:
+    """wandb.Settings' arguments: the bounded start-up wait, and silent unless asked otherwise."""
+    arguments = {"init_timeout": init_timeout()}
+    silent = setting(wandb_cfg, "silent")
+    if silent is None and not (os.environ.get("WANDB_SILENT") or os.environ.get("WANDB_QUIET")):
+        silent = True  # no W&B banners among the run's log lines
+    if silent is not None:
+        arguments["silent"] = bool(silent)
+    return arguments
+
+
+def define_metrics(run) -> None:
+    """Every key against `interval`; losses keep their minimum and top-1s their maximum in the summary."""
+    run.define_metric(STEP_METRIC)
+    run.define_metric("*", step_metric=STEP_METRIC)
+    for key, summary in BEST_SUMMARIES.items():
+        run.define_metric(key, step_metric=STEP_METRIC, summary=summary)
+
+
+# --- the mirror ----------------------------------------------------------------------------------
+
 class WandbMirror:
+    """Started by train.run_held; every W&B call is guarded, so W&B can only ever warn."""
+
     def __init__(self, wandb_cfg, header: dict, run_dir):
         self.run = None
-        self.mode = resolve_mode(wandb_cfg.mode)
+        self.next_step = 0  # intervals below it are in W&B already (a resumed online run)
+        self.mode = resolve_mode(setting(wandb_cfg, "mode", "auto"))
         if self.mode == "disabled":
             return
         try:
             import wandb
 
-            self.run = wandb.init(
-                project=wandb_cfg.project, entity=wandb_cfg.entity, group=wandb_cfg.group,
-                name=wandb_cfg.name, id=header["run_id"], resume="allow", config=header["config"],
-                dir=str(run_dir), mode=self.mode, reinit="create_new",
-                settings=wandb.Settings(init_timeout=init_timeout()))
-            self.run.summary.update({key: header[key] for key in WANDB_SUMMARY_FIELDS})
-            if self.mode == "offline":
-                log.info("W&B is offline (not logged in): sync later with `wandb sync %s/wandb/offline-run-*`",
-                         run_dir)
+            self.run = wandb.init(mode=self.mode, settings=wandb.Settings(**settings_arguments(wandb_cfg)),
+                                  **init_arguments(wandb_cfg, header, run_dir))
+            define_metrics(self.run)
+            self.run.summary.update(summary_fields(header))
+            self.next_step = int(getattr(self.run, "starting_step", 0) or 0)
         except Exception as err:  # W&B is a mirror: training goes on without it
-            log.warning("W&B could not start within %.0f s (%s); training goes on, the local record is complete",
-                        init_timeout(), err)
-            self.run = None
+            log.warning("W&B could not start (%s; init timeout %.0f s); training goes on, the local record is"
+                        " complete", " ".join(str(err).split()) or type(err).__name__, init_timeout())
+            self.abandon()
+            return
+        self.announce()
+
+    def announce(self) -> None:
+        """One line of ours where W&B, silent, prints none: where the run is, or waits to be synced."""
+        try:
+            if self.mode == "offline":
+                log.info("W&B logs offline to %s: `wandb sync` it later", Path(self.run.dir).parent)
+            else:
+                log.info("W&B run %s (group %s)", self.run.url, self.run.group)
+        except Exception as err:
+            log.warning("W&B started, but cannot say where (%s)", err)
 
     def log_interval(self, row: dict) -> None:
         if self.run is None:
             return
+        step = int(row["interval"])
+        if step < self.next_step:  # a resumed run sends its rows again: W&B has these
+            return
         try:
-            self.run.log({k: v for k, v in row.items() if k != "interval"}, step=int(row["interval"]))
+            self.run.log(logged_row(row), step=step, commit=True)
+            self.next_step = step + 1
         except Exception as err:
             log.warning("W&B log failed (%s); the local record has the row", err)
 
@@ -113,3 +320,12 @@ class WandbMirror:
         except Exception as err:
             log.warning("W&B finish failed (%s)", err)
         self.run = None
+
+    def abandon(self) -> None:
+        """Close a run that started but could not be set up, so no half-made run stays open."""
+        run, self.run = self.run, None
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                pass

@@ -19,6 +19,7 @@ import pandas as pd
 
 from hardsamples.errors import ConfigError
 from hardsamples.record_schema import IDENTITY_FIELDS
+from hardsamples.wandb_mirror import METRIC_KEYS
 from hardsamples.analysis.inference import t_interval
 
 # run.json's identity fields (record_schema), with where the row came from after the run's id and name.
@@ -154,20 +155,25 @@ def channels_of(config: dict) -> int:
 
 def load_wandb(entity: str | None, project: str, group: str | None, api=None) -> pd.DataFrame:
     """The same table from W&B. Per-batch accuracies are not mirrored, so the paper-style interval
-    columns stay empty: the local records have them."""
+    columns stay empty: the local records have them.
+
+    `group` picks the runs of one sweep (config sweep_name; the mirror groups each cell of it on its
+    own) or of one W&B group (a cell, WANDB_RUN_GROUP, or the sweep itself for runs mirrored when the
+    group was the sweep)."""
     path = f"{entity}/{project}" if entity else project
+    filters = {"$or": [{"group": group}, {"config.sweep_name": group}]} if group else None
     try:
         if api is None:
             import wandb
 
             api = wandb.Api()
-        runs = list(api.runs(path, filters={"group": group} if group else None))
+        runs = list(api.runs(path, filters=filters))
     except Exception as err:  # the W&B client raises many types; one line is what the user needs
         reason = " ".join(str(err).split())[:300] or type(err).__name__
         raise NoRecords(f"W&B: could not list the runs of {path} (group {group}): {reason}"
                         " (or read the local records: source=records)") from None
     if not runs:
-        raise NoRecords(f"no run records: expected W&B runs in {path}" + (f", group {group}" if group else "")
+        raise NoRecords(f"no run records: expected W&B runs in {path}" + (f", sweep or group {group}" if group else "")
                         + ", found none")
     return _frame([_wandb_run(run) for run in runs])
 
@@ -179,17 +185,28 @@ WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed
 def _wandb_run(wrun) -> list[dict]:
     config = dict(wrun.config)
     summary = dict(wrun.summary)
-    run = {"run_id": wrun.id, "run_name": wrun.name, "run_dir": f"wandb:{wrun.id}", "source": "wandb",
-           "sweep": config.get("sweep_name"), "dataset": config["dataset"]["name"], "model": config["model"]["name"],
-           "method": summary.get("method"),
+    identity = config.pop("identity", None) or {}  # the mirror's copy of run.json's identity, not Hydra's config
+    run = {"run_id": wrun.id, "run_name": config.get("run_name", wrun.name), "run_dir": f"wandb:{wrun.id}",
+           "source": "wandb", "sweep": config.get("sweep_name"), "dataset": config["dataset"]["name"],
+           "model": config["model"]["name"], "method": summary.get("method"),
            "delta": config["delta"], "seed": config["seed"], "fidelity": config["fidelity"]["name"],
            "epochs": config["epochs"], "batch_size": config["batch_size"], "image_size": config["image_size"],
            "channels": summary.get("channels", channels_of(config)), "num_classes": summary.get("num_classes"),
            "num_batches": summary.get("num_batches"),
            "status": summary.get("status") or WANDB_STATES.get(wrun.state, wrun.state), "error": None,
            "finished_at": None, "config": config}
-    rows = [{**{k: row.get(k) for k in METRICS}, "interval": row["_step"]} for row in wrun.scan_history()]
+    run.update({key: value for key, value in identity.items() if key in IDENTITY_FIELDS})
+    rows = [_metrics_of(logged) for logged in wrun.scan_history()]
     return _with_rows(run, sorted(rows, key=lambda r: r["interval"]))
+
+
+def _metrics_of(logged: dict) -> dict:
+    """One W&B history row as a metrics.csv row: the mirror's keys (train/loss, ...), or the flat
+    column names runs were mirrored with before, and the interval as W&B's step when not logged."""
+    row = {column: logged.get(METRIC_KEYS.get(column, column), logged.get(column)) for column in METRICS}
+    if row["interval"] is None:
+        row["interval"] = logged["_step"]
+    return row
 
 
 def _with_rows(run: dict, rows: list[dict]) -> list[dict]:
