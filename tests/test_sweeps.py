@@ -52,7 +52,7 @@ def summary_line(result) -> str:
 def assert_finished(run_dir: Path, epochs: int) -> None:
     header = json.loads((run_dir / "run.json").read_text())
     assert header["status"] == "finished", header["error"]
-    assert header["sweep"] == run_dir.parent.name and header["config"]["logger"]["wandb"]["group"] == run_dir.parent.name
+    assert header["sweep"] == run_dir.parent.name and header["config"]["sweep_name"] == run_dir.parent.name
     assert len(pd.read_csv(run_dir / "metrics.csv")) == epochs
 
 
