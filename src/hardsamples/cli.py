@@ -124,28 +124,27 @@ def override_text(value) -> str:
 
 def help_text(usage: str, config_name: str, cfg: DictConfig, hidden: tuple[str, ...] = ()) -> str:
     """usage, then every option of cfg (leaf keys, dotted) with its value and its YAML comment."""
+    column = 34  # where the comments start
     comments = yaml_comments(CONF_DIR / f"{config_name}.yaml")
-    values = OmegaConf.to_container(cfg, resolve=True)
-    rows = [(key, override_text(value)) for key, value in leaves(values) if not key.startswith(hidden)]
-    width = min(32, max(len(f"{key}={value}") for key, value in rows) + 2)
     lines = [usage.strip(), "", f"options (key=value; defaults from conf/{config_name}.yaml):"]
-    for key, value in rows:
-        option = f"  {key}={value}"
-        comment = textwrap.wrap(comments.get(key, ""), 100 - width - 4) or [""]
-        if len(option) > width + 1:
-            lines.append(option)
-            lines += [" " * (width + 2) + line for line in comment if line]
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if key.startswith(hidden):
+            continue
+        option = f"  {key}={override_text(value)}"
+        comment = textwrap.wrap(comments.get(key, ""), 100 - column)
+        if comment and len(option) < column:
+            lines.append(option.ljust(column) + comment.pop(0))
         else:
-            lines.append(option.ljust(width + 2) + comment[0])
-            lines += [" " * (width + 2) + line for line in comment[1:]]
-    return "\n".join(line.rstrip() for line in lines)
+            lines.append(option)
+        lines += [" " * column + line for line in comment]
+    return "\n".join(lines)
 
 
 def leaves(node, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted key, value) of every option that is not a group of options."""
     if not isinstance(node, dict):
         return [(prefix, node)]
-    return [leaf for key, value in node.items() for leaf in leaves(value, f"{prefix}{key}" if not prefix
-                                                                        else f"{prefix}.{key}")]
+    return [leaf for key, value in node.items() for leaf in leaves(value, f"{prefix}.{key}" if prefix else key)]
 
 
 def yaml_comments(path: Path) -> dict[str, str]:
