@@ -153,7 +153,7 @@ def test_bench_writes_all_five_parts(tmp_path, one_thread):
     tiny = ["profile=cpu", "device=cpu", "models=[test_resnet]", "paper_model=test_resnet", "image_size=16",
             "batch_size=4", "num_batches=5", "repeats=1", "eval_batch_size=8", "authors_native_sizes=[8]",
             "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}"]
-    table = bench.main(tiny)
+    table = bench.run(bench.settings(tiny))
     written = list(tmp_path.glob("*.csv"))
     assert len(written) == 1
     csv = pd.read_csv(written[0])

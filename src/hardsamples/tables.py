@@ -1,5 +1,7 @@
 """`make tables`: run records (or W&B) to the paper's Tables 1-6, figures and the consistency report.
 
+usage: python -m hardsamples.tables [key=value ...]     (or hardsamples-tables, or make tables ARGS="...")
+
     python -m hardsamples.tables                                  # results/runs -> results/tables
     python -m hardsamples.tables runs=results/runs/demo out=results/demo
     python -m hardsamples.tables convergence.rule=plateau         # another rule for e
@@ -13,32 +15,32 @@ from __future__ import annotations
 import sys
 
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+from hardsamples import cli
 from hardsamples.analysis.tables import run
 from hardsamples.errors import ConfigError
-from hardsamples.layout import CONF_DIR
+
+PROG = "python -m hardsamples.tables"
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="tables", overrides=overrides)
+    """conf/tables.yaml with key=value overrides; a bad one is a one-line ConfigError."""
+    return cli.compose_checked("tables", overrides, PROG)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return run(compose(argv))
-    except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {first} (options: conf/tables.yaml)", file=sys.stderr)
+        cfg = compose(cli.without_help(argv))
+        if cli.wants_help(argv):
+            print(cli.help_text(__doc__, "tables", cfg))
+            return 0
+        return run(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
+    except OmegaConfBaseException as err:  # a value of the wrong shape, met while the tables are made
+        print(f"error: {cli.one_line(err)}: {cli.where_options_are('tables', PROG)}", file=sys.stderr)
     return 2
 
 

@@ -43,6 +43,7 @@ from hardsamples.config_checks import check_group_choices, check_override_keys
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
+from hardsamples.layout import CONF_DIR
 from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss, segments_to_trace
 from hardsamples.record_schema import OVER, RunHeader
 from hardsamples.records import RunRecord
@@ -278,7 +279,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+# An absolute path (layout.CONF_DIR): a relative one makes Hydra look for a package hardsamples.conf
+# when the entry is the console script hardsamples-train rather than `python -m hardsamples.train`.
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hardsamples.layout import CONF_DIR
+from hardsamples.cli import compose
+from hardsamples.layout import group_choices
 from hardsamples.analysis.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
 from hardsamples.analysis.loading import PROTOCOL, run_table
 from hardsamples.analysis.paper import Paper, model_sort_key
@@ -73,16 +74,12 @@ def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=None)
 def conf_defaults(group: str, name: str) -> dict:
-    """conf/<group>/<name>.yaml as written (interpolations unresolved), its `defaults` parents merged in."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.exists():
+    """conf/<group>/<name>.yaml as a run composes it (its `defaults` parents merged in), interpolations
+    unresolved: conf/config.yaml composed by Hydra with <group>=<name>, that node. {} for a name that
+    conf/<group>/ no longer has (a record from an older checkout)."""
+    if name not in group_choices(group):
         return {}
-    options = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    merged = {}
-    for parent in options.pop("defaults", []):
-        if parent != "_self_":
-            merged.update(conf_defaults(group, parent))
-    return {**merged, **options}
+    return OmegaConf.to_container(compose("config", [f"{group}={name}"])[group], resolve=False)
 
 
 def overrides(group: str, name, options) -> str:

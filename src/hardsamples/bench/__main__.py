@@ -1,6 +1,6 @@
-"""python -m hardsamples.bench [key=value ...]: see hardsamples.bench.speed."""
+"""python -m hardsamples.bench [key=value ...] (--help lists the options): see hardsamples.bench.speed."""
 
 from hardsamples.bench.speed import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

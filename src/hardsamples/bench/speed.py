@@ -7,7 +7,7 @@ Five parts, one table, printed and written to results/bench/<device>.csv:
      batch of the same shape and precision (target <= 1.10): what the gather, the normalisation and
      the loop's bookkeeping cost; with compile=true also the loop under torch.compile, and the
      compilation time apart;
-  3. the project's loop against the authors' pipeline (bench_authors.py), the paper's Table 1 beside;
+  3. the project's loop against the authors' pipeline (bench/authors.py), the paper's Table 1 beside;
   4. images per second and model FLOP utilisation, each model;
   5. evaluation and checkpoint time per interval against training time, and the device-hours that
      Tables 3-5 (five models, three datasets, four deltas, three seeds, E = 100) would take.
@@ -19,11 +19,15 @@ host waits for the device only at its edges; on a CPU it is this process's CPU t
 which other processes sharing the machine do not inflate (a checkpoint, waiting on the disk, is
 wall-clock everywhere).
 
-    python -m hardsamples.bench.speed [profile=cpu|full] [key=value ...]    # conf/bench.yaml
+The settings are conf/bench.yaml composed by Hydra (hardsamples.cli), as `make tables` composes
+conf/tables.yaml; the loop under test runs the real run config, conf/config.yaml composed with
+method=hard_batches and fidelity=clean at the profile's sizes.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import platform
 import re
@@ -38,19 +42,34 @@ from statistics import median
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+import timm
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
-from hardsamples import records
+from hardsamples import cli, records
 from hardsamples.bench.authors import AuthorsTraining, authors_loader
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
+from hardsamples.errors import ConfigError
 from hardsamples.evaluate import EvalSettings, eval_settings, evaluate
 from hardsamples.loop import UpdateLoop, build_loop
-from hardsamples.layout import CONF_DIR
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
+from hardsamples.validation import at_least, number
 
-CONF = CONF_DIR / "bench.yaml"
+PROG = "python -m hardsamples.bench"
+USAGE = f"""`make bench`: what one update of the training loop costs, against a bare step and against the
+authors' pipeline (the paper's Table 1), per model; one table, printed and written to
+<out_dir>/<device>.csv. The profile sets the sizes: cpu (minutes on a shared CPU) or full (the
+paper's 128 px, batch 512); auto picks full on CUDA, cpu otherwise. Any option below can be set by name.
+
+usage: {PROG} [key=value ...]     (or hardsamples-bench, or make bench ARGS="...")
+
+    {PROG}                                   # profile=auto
+    {PROG} profile=full                      # the paper's sizes on any device (slow on a CPU)
+    {PROG} models=[resnet18] repeats=9       # one model, more repeats
+    {PROG} profile=full --help               # the options as the full profile sets them
+"""
 COLUMNS = ["device", "profile", "image_size", "batch_size", "part", "model", "metric", "value", "unit",
            "target", "detail"]
 # Table 1 of the paper: seconds per iteration, ResNet-18 on CIFAR-10 at 128 x 128, batch 512, an A100.
@@ -62,20 +81,64 @@ DELTA = 0.2
 NUM_CLASSES = 10
 
 
-def load_settings(argv: list[str]) -> DictConfig:
-    """conf/bench.yaml, its profile's keys lifted to the top, then key=value overrides."""
-    base = OmegaConf.load(CONF)
-    overrides = OmegaConf.from_dotlist(list(argv))
-    name = overrides.get("profile", base.profile)
-    if name == "auto":
-        on_cuda = torch.cuda.is_available() and str(overrides.get("device", base.device)).startswith(("auto", "cuda"))
-        name = "full" if on_cuda else "cpu"
-    if name not in base.profiles:
-        raise SystemExit(f"error: unknown bench profile '{name}': use one of auto, {', '.join(base.profiles)}")
-    top = OmegaConf.masked_copy(base, [k for k in base if k != "profiles"])
-    settings = OmegaConf.merge(top, base.profiles[name], overrides)
-    settings.profile = name
-    return settings
+def settings(argv: list[str]) -> DictConfig:
+    """conf/bench.yaml composed with the key=value overrides, profile=auto made cpu or full, resolved
+    and checked. The profile's sizes are top-level keys reading profiles.<profile> (bench.yaml), so
+    an override by name (repeats=9) wins over the profile. Bad input: a one-line ConfigError."""
+    s = cli.compose_checked("bench", argv, PROG)
+    if s.profile == "auto":
+        on_cuda = torch.cuda.is_available() and str(s.device).startswith(("auto", "cuda"))
+        s.profile = "full" if on_cuda else "cpu"
+    if s.profile not in s.profiles:
+        raise ConfigError(f"profile={s.profile} is unknown: use one of auto, {', '.join(s.profiles)}")
+    try:
+        OmegaConf.resolve(s)
+    except OmegaConfBaseException as err:  # an override written as an interpolation that fails
+        raise ConfigError(f"{cli.one_line(err)}: {cli.where_options_are('bench', PROG)}") from None
+    check(s)
+    return s
+
+
+def check(s: DictConfig) -> None:
+    """Every value the bench reads, before it builds anything: one line naming the key and the fix."""
+    for key, minimum, why in (("image_size", 2, ""), ("batch_size", 2, " for BatchNorm (2 samples a batch)"),
+                              ("num_batches", int(1 / DELTA), f" (delta {DELTA} trains int({DELTA} N) >= 1 batches)"),
+                              ("repeats", 1, ""), ("eval_batch_size", 1, ""), ("native_size", 1, ""),
+                              ("projection.image_size", 2, ""), ("projection.batch_size", 2, ""),
+                              ("projection.epochs", 1, ""), ("projection.deltas", 1, ""), ("projection.seeds", 1, "")):
+        at_least(s, key, minimum, why)
+    for key in ("lr", "momentum"):
+        if not math.isfinite(value := number(s, key, f"{key}=0.005")) or value < 0:
+            raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}=0.005")
+    if s.threads is not None:
+        at_least(s, "threads", 1, " (null: torch's default)")
+    if s.peak_tflops is not None and number(s, "peak_tflops", "peak_tflops=989.4") <= 0:
+        raise ConfigError(f"peak_tflops={s.peak_tflops} must be positive: a dense bf16 peak in TFLOP/s, or null")
+    if not isinstance(s.compile, bool):
+        raise ConfigError(f"compile={s.compile} is not true or false: write compile=true or compile=false")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s.device)):
+        raise ConfigError(f"device={s.device} is not a device the bench runs on: use auto, cpu or cuda[:i]")
+    if not str(s.out_dir):
+        raise ConfigError("out_dir= is empty: name the directory for the table, e.g. out_dir=results/bench")
+    check_list(s, "authors_native_sizes", "authors_native_sizes=[8]")
+    for i in range(len(s.authors_native_sizes)):
+        at_least(s, f"authors_native_sizes.{i}", 1)
+    check_list(s, "models", "models=[resnet18]")
+    if not s.models:
+        raise ConfigError("models=[] names no model: name one or more, e.g. models=[resnet18]")
+    for where, name in [*(("in models", m) for m in s.models), ("paper_model", s.paper_model)]:
+        if not isinstance(name, str) or not timm.is_model(name):
+            raise ConfigError(f"{name} ({where}) is not a timm model: use one of conf/model/ (resnet18, ...) or"
+                              " any name timm.list_models() lists")
+    for dataset in ("cifar10", "stl10"):  # part 3's shapes and part 5's interval are theirs
+        if len(OmegaConf.select(s, f"projection.datasets.{dataset}", default=None) or []) != 2:
+            raise ConfigError(f"projection.datasets.{dataset} must be [train samples, test samples], e.g. "
+                              f"projection.datasets.{dataset}=[50000,10000]")
+
+
+def check_list(s: DictConfig, key: str, example: str) -> None:
+    if not isinstance(s[key], ListConfig):
+        raise ConfigError(f"{key}={s[key]} is not a list: write it in brackets, e.g. {example}")
 
 
 @dataclass
@@ -112,9 +175,9 @@ def interleaved(windows: dict[str, Window], repeats: int, sync: Callable[[], Non
 
 def synthetic(num_train: int, native_size: int) -> HostData:
     """conf/dataset/synthetic.yaml's images (RGB, 10 classes) at a given count and native size."""
-    return make_synthetic(OmegaConf.create({
-        "num_train": num_train, "num_test": num_train, "num_classes": NUM_CLASSES, "native_size": native_size,
-        "channels": 3, "hard_fraction": 0.1, "noise": 0.25, "generator_seed": 0}))
+    return make_synthetic(run_config("dataset=synthetic", f"dataset.num_train={num_train}",
+                                     f"dataset.num_test={num_train}", f"dataset.native_size={native_size}",
+                                     f"dataset.num_classes={NUM_CLASSES}", "dataset.channels=3").dataset)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
@@ -136,8 +199,8 @@ class Bench:
 
     def __init__(self, s: DictConfig):
         self.s = s
-        self.runtime: Runtime = make_runtime(OmegaConf.create(
-            {"device": s.device, "precision": "auto", "channels_last": "auto"}))
+        # a clean run's runtime: precision auto (bf16 autocast on CUDA), TF32 on, channels_last on CUDA
+        self.runtime: Runtime = make_runtime(run_config(f"device={s.device}", "fidelity=clean"))
         self.cuda = self.runtime.device.type == "cuda"
         # CUDA: wall-clock, the host waiting for the device at each window's edges. CPU: this process's
         # CPU time, which other processes on a shared machine do not inflate (the bench runs on one
@@ -165,14 +228,14 @@ class Bench:
         return build_model(name, NUM_CLASSES, 3).to(self.runtime.device, memory_format=self.runtime.memory_format)
 
     def loop(self, model, delta: float, data=None) -> UpdateLoop:
-        """The project's loop (loop.build_loop) with an update budget that never runs out: hard_batches
-        under the clean protocol (the bench's runtime is clean's: precision auto, TF32 on)."""
-        run_cfg = OmegaConf.create({
-            "method": OmegaConf.load(CONF.parent / "method" / "hard_batches.yaml"), "delta": delta,
-            "fidelity": fidelity("clean"), "batch_size": self.s.batch_size, "epochs": 10**9 // self.s.num_batches,
-            "seed": 0, "compile": False, "model": {"name": "unused"},
-            "optimizer": {"lr": self.s.lr, "momentum": self.s.momentum, "weight_decay": 0.0}})
-        return build_loop(run_cfg, self.data if data is None else data, self.runtime, model=model)
+        """The project's loop (loop.build_loop) on the real run config, with an update budget that never
+        runs out: hard_batches under the clean protocol (the bench's runtime is clean's: precision
+        auto, TF32 on), at the profile's batch size, lr and momentum, seed 0."""
+        s = self.s
+        cfg = run_config("method=hard_batches", "fidelity=clean", f"delta={delta}", f"batch_size={s.batch_size}",
+                         f"optimizer.lr={s.lr}", f"optimizer.momentum={s.momentum}", "seed=0",
+                         f"epochs={10**9 // s.num_batches}", "compile=false")
+        return build_loop(cfg, self.data if data is None else data, self.runtime, model=model)
 
     def interval_window(self, loop: UpdateLoop) -> Window:
         def run() -> int:
@@ -182,9 +245,9 @@ class Bench:
 
     def eval_settings(self, protocol: str) -> EvalSettings:
         """What a run under conf/fidelity/<protocol>.yaml evaluates with, at the profile's batch sizes."""
-        run_cfg = OmegaConf.create({"fidelity": fidelity(protocol), "batch_size": self.s.batch_size,
-                                    "eval": {"batch_size": self.s.eval_batch_size}})
-        return eval_settings(run_cfg, self.runtime)
+        cfg = run_config(f"fidelity={protocol}", f"batch_size={self.s.batch_size}",
+                         f"eval.batch_size={self.s.eval_batch_size}")
+        return eval_settings(cfg, self.runtime)
 
 
 def measure_model(bench: Bench, name: str, checkpoint_dir: Path) -> dict:
@@ -302,13 +365,18 @@ def report_interval_costs(bench: Bench, m: dict) -> None:
               f"{checkpoint:.3g} s / {train_seconds:.3g} s (model + optimizer state, fsync)")
 
 
-def fidelity(protocol: str) -> DictConfig:
-    return OmegaConf.load(CONF.parent / "fidelity" / f"{protocol}.yaml")
+@functools.lru_cache(maxsize=None)
+def run_config(*overrides: str) -> DictConfig:
+    """A training run's config, conf/config.yaml composed as the training app composes it; read-only,
+    since one object serves every call with the same overrides."""
+    cfg = cli.compose("config", overrides)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
 def train_subset(protocol: str, n_train: int) -> int:
     """Training samples evaluated each interval under the protocol's default eval.train_subset."""
-    subset = fidelity(protocol).eval_train_subset
+    subset = run_config(f"fidelity={protocol}").eval.train_subset
     return n_train if subset is None else min(int(subset), n_train)
 
 
@@ -437,8 +505,25 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
-    s = load_settings(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None) -> int:
+    """`make bench`, `python -m hardsamples.bench` and `hardsamples-bench`: 0, or 2 after one line on
+    bad input; --help prints the usage and every option, and runs nothing."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        s = settings(cli.without_help(argv))
+        if cli.wants_help(argv):
+            print(cli.help_text(USAGE, "bench", s, hidden=("profiles",)))
+            print(f"(profile {s.profile}; the profiles' values: profiles.<name>.<key> in conf/bench.yaml)")
+            return 0
+        run(s)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(s: DictConfig) -> pd.DataFrame:
+    """Every part, measured on checked settings; prints the table, writes the CSV and returns it."""
     if s.threads:
         torch.set_num_threads(int(s.threads))
     bench = Bench(s)
@@ -473,4 +558,4 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

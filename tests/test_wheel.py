@@ -1,0 +1,103 @@
+"""The wheel: built offline, installed into a fresh environment, its console scripts run from a directory
+that is not the checkout, with the checkout's src/ nowhere on the path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+PACKAGE = ROOT / "src" / "hardsamples"
+TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=1", "dataset=synthetic",
+            "dataset.num_train=300", "dataset.num_test=128", "dataset.native_size=16", "logger.wandb.mode=disabled"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """pip wheel on a copy of the sources, so setuptools' build/ and egg-info never land in the checkout."""
+    pytest.importorskip("setuptools")  # --no-build-isolation builds with this environment's setuptools
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    (built,) = (tmp / "dist").glob("hardsamples-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the wheel installed; torch and the other dependencies come from this
+    environment's site-packages through a .pth file. (`venv --system-site-packages` would inherit the
+    base interpreter's packages, not this environment's.) Its .pth files are not processed, so an
+    editable install of the checkout stays out."""
+    env_dir = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    python = env_dir / "bin" / "python"
+    # installed before the .pth exists: pip sees an empty environment and touches no other one
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "-q", str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    inherited = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site / "inherited_dependencies.pth").write_text("".join(f"{path}\n" for path in inherited))
+    return env_dir
+
+
+def run_in(env_dir: Path, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A command of the installed environment, as a user runs it: PYTHONPATH unset, OMP one thread."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HYDRA_FULL_ERROR")}
+    env.update(OMP_NUM_THREADS="1", PATH=f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}")
+    return subprocess.run([str(env_dir / "bin" / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_wheel_carries_the_configs_and_the_papers_numbers(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    wanted = {f"hardsamples/{p.relative_to(PACKAGE).as_posix()}"
+              for pattern in ("conf/**/*.yaml", "analysis/reference/*.csv") for p in PACKAGE.glob(pattern)}
+    assert any(name.startswith("hardsamples/conf/experiment/") for name in wanted)
+    assert wanted <= names, sorted(wanted - names)
+    assert "hydra_plugins/hardsamples_launchers/launchers.py" in names  # conf/launcher/ names its classes
+    entry_points = zipfile.ZipFile(wheel).read("hardsamples-0.1.0.dist-info/entry_points.txt").decode()
+    for script in ("hardsamples-train = hardsamples.train:main", "hardsamples-tables = hardsamples.tables:main",
+                   "hardsamples-bench = hardsamples.bench.speed:main"):
+        assert script in entry_points
+
+
+def test_installed_scripts_train_and_tabulate_outside_the_checkout(venv, tmp_path):
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = run_in(venv, work, "python", "-c", "import hardsamples; print(hardsamples.__file__)")
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout  # the wheel's copy, not src/
+
+    helped = run_in(venv, work, "hardsamples-train", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "== Configuration groups ==" in helped.stdout
+    assert "experiment: demo, fashion_mnist" in helped.stdout  # the grids travel with the wheel
+
+    trained = run_in(venv, work, "hardsamples-train", *TINY_RUN)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (record,) = (work / "results" / "runs").rglob("run.json")
+    assert json.loads(record.read_text())["status"] == "finished"
+
+    tables = run_in(venv, work, "hardsamples-tables", "runs=results/runs", "out=tables", "figures=false")
+    assert tables.returncode == 0, tables.stderr[-3000:]
+    assert (work / "tables" / "tables.md").is_file() and (work / "tables" / "runs.csv").is_file()
+
+    bench = run_in(venv, work, "hardsamples-bench", "--help")
+    assert bench.returncode == 0, bench.stderr
+    assert "usage: python -m hardsamples.bench" in bench.stdout and "repeats=" in bench.stdout
+    assert not (work / "results" / "bench").exists()
