@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import platform
 import re
 import sys
 import tempfile
@@ -488,17 +486,7 @@ def peak_flops(bench: Bench) -> tuple[float | None, str]:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} cores)"
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
 
 
 def slug(name: str) -> str:
