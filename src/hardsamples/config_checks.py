@@ -164,21 +164,19 @@ class ConfigCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from hardsamples.errors import ConfigError
+        from hardsamples.records import check_not_a_file
         from hardsamples.validation import check_settings
 
         if (error := added_key_error(config)) is not None:
             refuse(error)
         run_dir = Path(str(config.hydra.run.dir))
-        if run_dir.exists() and not run_dir.is_dir():
-            refuse(f"the run directory {run_dir} is a file: delete or move that file, or pass another run_name= /"
-                   " sweep_name=")
         try:
+            check_not_a_file(run_dir)
             check_settings(config)
         except ConfigError as err:
             refuse(str(err))
         if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
             write_nothing_into(config)
-
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if (error := added_key_error(config)) is not None:

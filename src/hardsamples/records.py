@@ -138,6 +138,12 @@ LOCK_NAME = ".lock"
 _held: dict[Path, int] = {}  # run directories this process holds, with how many holds are open
 
 
+def check_not_a_file(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"the run directory {run_dir} is a file: delete or move that file, or pass another"
+                          " run_name= / sweep_name=")
+
+
 @contextlib.contextmanager
 def hold_run_dir(run_dir: Path) -> Iterator[bool]:
     """Be the only writer of run_dir for the duration: an flock on run_dir/.lock, released when the
@@ -156,9 +162,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[bool]:
         finally:
             _held[key] -= 1
         return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"the run directory {run_dir} is a file: delete or move that file, or pass another"
-                          " run_name= / sweep_name=")
+    check_not_a_file(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_NAME, "a+")
