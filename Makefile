@@ -1,5 +1,7 @@
 # Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...";
 # `make sweep SWEEP=table3 launcher=slurm` runs the grid conf/experiment/table3.yaml on a launcher.
+# `make test` runs every test; `make test-fast` leaves out the ones marked slow (training subprocesses:
+# sweeps, kills, resumes, the real-data run).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SWEEP ?= demo
@@ -10,7 +12,7 @@ SOURCE ?= records
 PYTEST_ARGS ?=
 launcher ?=
 
-.PHONY: setup test run sweep demo study tables bench clean
+.PHONY: setup test test-fast run sweep demo study tables bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 run: setup
 	$(PY) -m hardsamples.train $(ARGS)

@@ -1,4 +1,4 @@
-"""Algorithms 1 and 2 as DESIGN.md defines them, checked from the run record and trace."""
+"""Algorithms 1 and 2 as docs/DESIGN.md defines them, checked from the run record and trace."""
 
 from __future__ import annotations
 

@@ -98,6 +98,7 @@ def test_the_real_files_have_the_published_counts_balance_and_mean(tmp_path):
     assert host.train_images.mean() / 255 == pytest.approx(0.2860, abs=5e-5)
 
 
+@pytest.mark.slow
 @needs_debian_package
 def test_a_short_real_run_finishes_with_the_papers_batch_count(tmp_path):
     """One epoch of timm's test ResNet on the 60k real images at batch 512 under paper_code: N = 117."""

@@ -49,6 +49,7 @@ def test_a_run_directory_in_use_is_refused_in_process(tmp_path):
     assert not (tmp_path / "run.json").exists()
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_running_run_directory_gets_one_line_and_exit_2(tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "hardsamples.train", *TINY, "epochs=30", f"hydra.run.dir={tmp_path}"],
                              env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,6 +77,7 @@ def summary_line(result) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow
 def test_a_sweep_job_on_a_directory_in_use_is_recorded_failed_and_the_rest_goes_on(tmp_path):
     busy = tmp_path / "results/runs/locked/test_resnet-synthetic-hard_batches-d0.5-s0"
     with hold_lock(busy):
@@ -88,6 +90,7 @@ def test_a_sweep_job_on_a_directory_in_use_is_recorded_failed_and_the_rest_goes_
 
 # --- (b) every distinct config its own directory ------------------------------------------------
 
+@pytest.mark.slow
 def test_a_sweep_over_a_key_outside_the_run_name_gives_every_value_its_own_directory(tmp_path):
     result = sweep(tmp_path, "epochs=1", "delta=1.0", "seed=0", "optimizer.lr=0.005,0.05", "sweep_name=lr")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -208,6 +211,7 @@ def test_a_checkpoint_from_another_run_is_refused(finished_run, tmp_path):
 
 # --- (d) signals and permissions -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_failed_before_the_process_ends(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hardsamples.train", *TINY, "epochs=40", f"hydra.run.dir={tmp_path}"],
                             env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -450,6 +454,7 @@ def assert_killed_job_recorded(out: str, proc: subprocess.Popen, victim: Path, o
     assert json.loads((other / "run.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_a_submitit_job_killed_from_outside_is_recorded_failed_and_the_sweep_is_summarised(tmp_path):
     proc = start_sweep(tmp_path, "submitit_local", "epochs=12", "delta=1.0,0.5", "seed=0", "sweep_name=killed")
     runs = tmp_path / "results/runs/killed"
@@ -459,6 +464,7 @@ def test_a_submitit_job_killed_from_outside_is_recorded_failed_and_the_sweep_is_
     assert_killed_job_recorded(out, proc, victim, other)
 
 
+@pytest.mark.slow
 def test_a_killed_joblib_worker_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     """Loky takes down the whole pool when one worker dies: the jobs running then are recorded failed
     (a rerun resumes them), the jobs not started yet run in a fresh pool, and the summary counts all."""
@@ -496,6 +502,7 @@ def test_a_killed_joblib_worker_is_recorded_failed_and_the_sweep_goes_on(tmp_pat
                                       check_exact=True, obj=name)
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_sweep_records_the_running_job_and_ends_without_a_traceback(tmp_path):
     proc = start_sweep(tmp_path, "local", "epochs=40", "delta=1.0,0.5", "seed=0", "sweep_name=term")
     run_dir = tmp_path / "results/runs/term/test_resnet-synthetic-hard_batches-d1.0-s0"
@@ -539,6 +546,7 @@ def test_a_one_sample_evaluation_batch_that_batchnorm_cannot_take_is_refused_bef
     assert train_in_process(tmp_path / "clean", ["epochs=1", "dataset.num_test=129", "fidelity=clean"]) == "finished"
 
 
+@pytest.mark.slow
 def test_a_run_ended_by_sigterm_resumes_to_the_record_of_an_uninterrupted_run(tmp_path):
     import pandas as pd
     args = [*TINY, "epochs=8", "delta=0.8", "record.trace=true"]
@@ -576,6 +584,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
 def test_a_submitit_launcher_interrupted_or_hung_up_cancels_its_jobs(tmp_path, sig):
     proc = start_sweep(tmp_path, "submitit_local", "epochs=1000", "delta=1.0,0.5", "seed=0", "sweep_name=cancel")
@@ -603,6 +612,7 @@ def test_a_submitit_launcher_interrupted_or_hung_up_cancels_its_jobs(tmp_path, s
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_two_jobs_of_one_sweep_on_the_same_config_are_both_counted(tmp_path):
     """record.trace is not compared (two values, one run): the second job skips the run the first
     finished, and the summary still counts both jobs instead of the last one's note."""

@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from conftest import TINY, run_cli
+
+pytestmark = pytest.mark.slow  # kills a training subprocess and resumes it: `make test-fast` leaves it out
 
 ARGS = [*TINY, "epochs=6", "delta=0.8", "record.trace=true"]
 RUN = "test_resnet-synthetic-hard_batches-d0.8-s0"

@@ -25,6 +25,9 @@ from hydra.utils import instantiate
 from conftest import CONF, ROOT, TINY, run_cli
 from hardsamples import sweep as launch
 
+# Most tests here train sweeps in subprocesses: `make test-fast` leaves the module out.
+pytestmark = pytest.mark.slow
+
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TWO_JOBS = ["epochs=2", "delta=1.0,0.5", "seed=0"]
 
