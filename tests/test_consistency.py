@@ -1,6 +1,6 @@
 """The paper consistency report on the paper's own numbers.
 
-The expected rows were worked out by hand from results/paper/paper_tables.csv first, e.g. Table 3
+The expected rows were worked out by hand from src/hardsamples/analysis/reference/paper_tables.csv first, e.g. Table 3
 EfficientNetV2-S: e_1 = 33, so delta 0.8 (e 27) gives 6/27 = 22.22 (printed 22.22), delta 0.5 (e 28)
 gives 17.857 (printed 17.85, truncated: accepted) and delta 0.2 (e 24) gives 9/24 = 37.50 where the
 paper prints 27.21.

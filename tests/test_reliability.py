@@ -278,17 +278,6 @@ def test_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, o
     assert not (tmp_path / "run.json").exists()
 
 
-def test_every_valid_config_of_the_sweep_files_passes_validation():
-    from hydra import compose, initialize_config_dir
-    from conftest import CONF
-    from hardsamples.validation import check_settings
-    for name in ("demo", "table3", "table4", "table5", "timing", "fashion_mnist", "fashion_mnist_controls",
-                 "fashion_mnist_paper", "methods_demo", "methods_cifar10"):
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[f"experiment={name}"])
-        check_settings(cfg)
-
-
 CLI_BAD_INPUTS = {
     "typo added with +": (["+detla=0.5"], r"error: unknown key detla \(added with \+detla=0.5\): .*delta"),
     "paper preset on digits": (["preset=paper", "dataset=digits", "model.name=test_resnet", "epochs=1",
