@@ -223,11 +223,11 @@ def test_refresh_runs_never_share_a_directory_with_plain_hard_batches():
 
 BAD = {
     "trimming below delta 1": (["method=trimming", "delta=0.5"], r"method=trimming trains every batch: delta must be 1.0, not 0.5"),
-    "unknown shape": (["method=trimming", "method.shape=exponential"], r"method.shape=exponential is unknown: use linear, cosine, step"),
+    "unknown shape": (["method=trimming", "method.shape=exponential"], r"method.shape=exponential is not one of its choices: use linear, cosine, step"),
     "q end zero": (["method=trimming", "method.end=0"], r"method.end=0 is outside \(0, 1\]"),
     "q start above 1": (["method=trimming", "method.start=1.5"], r"method.start=1.5 is outside \(0, 1\]"),
     "q not a number": (["method=trimming", "method.end=low"], r"method.end=low is outside \(0, 1\]"),
-    "refresh not a boolean": (["method=hard_batches", "delta=0.5", "method.refresh=maybe"], r"method.refresh=maybe is not a boolean"),
+    "refresh not a boolean": (["method=hard_batches", "delta=0.5", "method.refresh=maybe"], r"method.refresh=maybe is not one of its choices: use true, false"),
 }
 
 
