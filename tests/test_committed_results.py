@@ -49,3 +49,25 @@ def test_the_committed_tables_regenerate_identically(tmp_path):
     if drifted:
         pytest.fail(f"tables drifted from the committed ones: {drifted}; regenerate with "
                     "`make tables RUNS=results/fashion_mnist/runs OUT=results/fashion_mnist` and commit")
+
+
+def test_make_study_would_skip_every_committed_run():
+    """Each committed run's config is what its grid composes today (records.previous_run compares them),
+    so `make study` skips every run instead of training the study again after a change to conf/."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hardsamples.layout import CONF_DIR
+    from hardsamples.records import previous_run
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for path in sorted((STUDY / "runs").glob("*/run.json")):
+            config = json.loads(path.read_text())["config"]
+            method = config["method"]
+            if "method_delta" in config:  # the controls grid sweeps the method and looks up its delta
+                option = "hard_batches_refresh" if method.get("refresh") else method["name"]
+                overrides = ["experiment=fashion_mnist_controls", f"method={option}"]
+            else:
+                overrides = ["experiment=fashion_mnist", "method=hard_batches", f"delta={config['delta']}"]
+            cfg = compose(config_name="config", overrides=[*overrides, f"seed={config['seed']}"])
+            assert previous_run(path.parent, OmegaConf.to_container(cfg, resolve=True)) is not None, path

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR / "conf"  # Hydra's primary config directory: config.yaml, tables.yaml, bench.yaml
 EXPERIMENT_DIR = CONF_DIR / "experiment"  # the grids: experiment=<name>
@@ -18,3 +20,12 @@ PAPER_NUMBERS_DIR = PACKAGE_DIR / "analysis" / "reference"  # the paper's tables
 def group_choices(group: str) -> list[str]:
     """The options of a config group: conf/<group>/*.yaml by name."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def method_tag(name: str, refresh) -> str:
+    """`${method_tag:${.name},${.refresh}}` (conf/method/hard_batches.yaml): the method part of a run's
+    name. Registered here because every reader of conf/ imports this module."""
+    return f"{name}_refresh" if refresh is True else str(name)
+
+
+OmegaConf.register_new_resolver("method_tag", method_tag, replace=True)

@@ -76,5 +76,9 @@ WANDB_SUMMARY_FIELDS = ("method", "num_batches", "k", "num_classes", "channels",
 
 
 def comparable(config: dict) -> dict:
-    """The part of a resolved config that decides what a run computes."""
-    return {key: value for key, value in config.items() if key not in NOT_COMPARED and key != "hydra"}
+    """The part of a resolved config that decides what a run computes. The method's name tags are
+    left out: they are derived from its other keys (and older records carry a helper key, tag_True)."""
+    kept = {key: value for key, value in config.items() if key not in NOT_COMPARED and key != "hydra"}
+    if isinstance(kept.get("method"), dict):
+        kept["method"] = {key: value for key, value in kept["method"].items() if not key.startswith("tag")}
+    return kept
