@@ -12,7 +12,9 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,24 @@ def test_installed_scripts_train_and_tabulate_outside_the_checkout(venv, tmp_pat
     assert trained.returncode == 0, trained.stderr[-3000:]
     (record,) = (work / "results" / "runs").rglob("run.json")
     assert json.loads(record.read_text())["status"] == "finished"
+
+    # A user's own folder of images with a timm model the package has no config for, swept over a key
+    # outside the run name (each value its own directory).
+    images = work / "my_images"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 40), ("test", 12)):
+        for label in ("cat", "dog"):
+            folder = images / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    own = run_in(venv, work, "hardsamples-train", "-m", "dataset=image_folder", f"dataset.root={images}",
+                 "dataset.name=pets", "model.name=test_efficientnet", "image_size=16", "batch_size=16", "epochs=2",
+                 "delta=0.5", "optimizer.lr=0.01,0.05", "sweep_name=mine", "logger.wandb.mode=disabled")
+    assert own.returncode == 0, own.stderr[-3000:]
+    runs = sorted((work / "results" / "runs" / "mine").glob("*/run.json"))
+    assert len(runs) == 2 and all(json.loads(r.read_text())["status"] == "finished" for r in runs)
+    assert all(r.parent.name.startswith("test_efficientnet-pets-hard_batches-d0.5-s0-") for r in runs)
 
     tables = run_in(venv, work, "hardsamples-tables", "runs=results/runs", "out=tables", "figures=false")
     assert tables.returncode == 0, tables.stderr[-3000:]
