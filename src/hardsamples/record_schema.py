@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-STATUSES = ("running", "finished", "diverged", "failed")
+# interrupted: stopped from outside (a signal, Ctrl-C, a pre-emption) and resumed when run again.
+STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 OVER = ("finished", "diverged")  # a run with one of these statuses is skipped when run again
 # Config keys that change where a run is logged or read from, never what it computes: two runs that
 # differ only here are the same run (a rerun skips or resumes it).

@@ -118,12 +118,18 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
             record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
         with contextlib.suppress(OSError):  # a full disk may refuse this write too: the first error is the one to tell
-            record.set_status("failed", error=stop_reason(err))
+            record.set_status(ended_status(err), error=stop_reason(err))
         if mirror is not None:
             mirror.finish("failed")
         raise
     mirror.finish(status)
     return status
+
+
+def ended_status(err: BaseException) -> str:
+    """interrupted: stopped from outside (SIGTERM, Ctrl-C, a pre-emption submitit requeues), resumes when
+    run again; failed: the run itself raised."""
+    return "interrupted" if isinstance(err, (SystemExit, KeyboardInterrupt, Terminated)) else "failed"
 
 
 def load_data(cfg: DictConfig, runtime: Runtime) -> DeviceData:

@@ -4,7 +4,7 @@ Two sources give the same table, so dashboards and tables agree:
   load_records(dir)    every run.json under dir, with its metrics.csv and batch_accuracy.csv
   load_wandb(...)      the W&B mirror of the same runs (wandb.Api), config + logged history
 
-Every run is kept whatever its status (running, finished, diverged, failed, unreadable); a run with
+Every run is kept whatever its status (running, finished, diverged, failed, interrupted, unreadable); a run with
 no interval yet still has one row, with empty metrics. Deciding what enters a mean is the tables'
 job, and they list what they leave out.
 """

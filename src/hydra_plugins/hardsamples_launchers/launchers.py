@@ -116,7 +116,7 @@ def record_killed(run_dir: Path | None, job_num: int, error: str) -> None:
             except (OSError, ValueError):
                 return
             if isinstance(header, dict) and header.get("status") == "running":
-                header.update(status="failed", error=error)
+                header.update(status="interrupted", error=error)  # killed from outside: a rerun resumes it
                 records.write_json(run_json, header)
     except ConfigError:
         log.info("%s is held by another process: left as it is", run_dir)
