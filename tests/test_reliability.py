@@ -212,7 +212,7 @@ def test_a_checkpoint_from_another_run_is_refused(finished_run, tmp_path):
 # --- (d) signals and permissions -----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_sigterm_marks_the_run_failed_before_the_process_ends(tmp_path):
+def test_sigterm_marks_the_run_interrupted_before_the_process_ends(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hardsamples.train", *TINY, "epochs=40", f"hydra.run.dir={tmp_path}"],
                             env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
