@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hardsamples import records
 from hardsamples.errors import ConfigError, Terminated, stop_reason
@@ -104,10 +104,27 @@ def swept_keys(config) -> list[str]:
     return sorted(keys)
 
 
+def sweep_env_overrides(keys: list[str], sweep_id: str) -> list[str]:
+    """Hydra overrides that carry the sweep's settings to its jobs in their own config: each job's
+    Hydra sets them in its environment while the job runs (hydra.job.env_set), on whatever machine.
+    The launching process's environment is not enough: SLURM does not pass it on under --export=NONE
+    (a site's default on some clusters)."""
+    return [f"++hydra.job.env_set.{SWEPT_ENV}='{','.join(keys)}'", f"++hydra.job.env_set.{SWEEP_ID_ENV}='{sweep_id}'"]
+
+
+def job_swept_keys(root) -> list[str]:
+    """The swept keys as a job sees them: in its config (sweep_env_overrides; Hydra resolves the job's
+    directory before it applies env_set), else in the environment (a job started some other way)."""
+    listed = OmegaConf.select(root, f"hydra.job.env_set.{SWEPT_ENV}", default=None)
+    if listed is None:
+        listed = os.environ.get(SWEPT_ENV, "")
+    return [key for key in str(listed).split(",") if key]
+
+
 def _sweep_subdir(*, _root_) -> str:
-    """Resolver `${sweep_subdir:}` (hydra.sweep.subdir). The launching process has put the swept keys
-    in the environment (SweepSummary.on_multirun_start), which every launcher passes on to its jobs."""
-    swept = [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
+    """Resolver `${sweep_subdir:}` (hydra.sweep.subdir): the run name, plus a config hash when the
+    sweep varies a key the name does not show."""
+    swept = job_swept_keys(_root_)
     if not compared_keys_swept(swept):
         return str(_root_.run_name)
     config = {key: (OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
@@ -301,10 +318,14 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.perf_counter()
-        # Before any job starts: jobs (in this process, joblib workers, submitit jobs) inherit it, and
-        # a sweep over a key outside the run name gives each job a directory of its own.
-        os.environ[SWEPT_ENV] = ",".join(swept_keys(config))
-        os.environ[SWEEP_ID_ENV] = uuid.uuid4().hex[:12]  # two jobs of this sweep on one run: two notes
+        # Before any job starts: a sweep over a key outside the run name gives each job a directory of
+        # its own, and two jobs of this sweep on one run leave two notes. The jobs get both in their
+        # config (every launcher rebuilds a job's config from these hydra overrides, so it does not depend on
+        # what environment SLURM passes on); this process, which notes runs it skips, in its environment.
+        keys, sweep_id = swept_keys(config), uuid.uuid4().hex[:12]
+        os.environ[SWEPT_ENV], os.environ[SWEEP_ID_ENV] = ",".join(keys), sweep_id
+        with open_dict(config), read_write(config):
+            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *sweep_env_overrides(keys, sweep_id)]
         self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

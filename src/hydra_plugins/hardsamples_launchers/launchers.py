@@ -15,10 +15,14 @@ run to its summary. A rerun of the sweep resumes the killed run from its last ch
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import signal
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +36,7 @@ from omegaconf import OmegaConf
 from hardsamples import records
 from hardsamples.errors import ConfigError
 from hardsamples.record_schema import OVER
-from hardsamples.sweep import JobNote
+from hardsamples.sweep import SWEEP_ID_ENV, JobNote
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +96,15 @@ def note_attempt(run_dir: Path | None) -> str | None:
         return None
 
 
-def record_killed(run_dir: Path | None, job_num: int, error: str) -> None:
+def record_killed(run_dir: Path | None, job_num: int, error: str, stale_attempt: str | None = None) -> None:
     """Mark a job that died without a word as failed: job.json and a run.json still `running`. Left
-    alone when another process holds the run directory (e.g. the job was requeued and runs again)."""
-    if run_dir is None or not run_dir.is_dir():
+    alone when another process holds the run directory (e.g. the job was requeued and runs again).
+    A job that died before it made its run directory (cancelled while pending, a job environment
+    that cannot start Python) gets the directory with a failed job.json: the summary counts it and
+    the sweep fails, and the records loader lists it as a failed job (loading.load_records). So does
+    one whose run directory still holds the note of an earlier sweep (`stale_attempt`, read before
+    this job was submitted): the job never wrote its own."""
+    if run_dir is None:
         return
     try:
         with records.hold_run_dir(run_dir) as writable:
@@ -105,7 +114,12 @@ def record_killed(run_dir: Path | None, job_num: int, error: str) -> None:
             try:
                 note = records.read_json(note_path)
             except (OSError, ValueError):
-                note = {"attempt": None, "job_num": job_num, "started_at": None}
+                note = None
+            if note is None or (stale_attempt is not None and isinstance(note, dict)
+                                and note.get("attempt") == stale_attempt):
+                # A fresh attempt id: the summary counts the notes whose attempt is new to this sweep.
+                note = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "sweep_id": os.environ.get(SWEEP_ID_ENV),
+                        "started_at": None}
             if not isinstance(note, dict) or note.get("outcome") in (None, "running"):
                 note = note if isinstance(note, dict) else {}
                 note.update(outcome="failed", error=error, ended_at=time.time())
@@ -182,7 +196,7 @@ class JoblibLauncher(HydraJoblibLauncher):
                     results[i] = failed_return(job_overrides[i])
                 if not started:  # nothing to blame: every job left is recorded failed, never retried forever
                     for i in left:
-                        record_killed(run_dirs[i], initial_job_idx + i, error)
+                        record_killed(run_dirs[i], initial_job_idx + i, error, before[i])
                         results[i] = failed_return(job_overrides[i])
                 pending = [i for i in left if i not in results]
                 if pending:
@@ -225,10 +239,13 @@ class _SurvivingSubmitit:
 
         collected = []
         real_map_array = submitit.AutoExecutor.map_array
+        run_dirs = [job_run_dir(self, overrides) for overrides in job_overrides]
+        stale = [note_attempt(run_dir) for run_dir in run_dirs]  # a job that never starts leaves these
 
         def map_array(executor, fn, *iterables):
             jobs = real_map_array(executor, fn, *iterables)
             collected.extend(jobs)
+            self.watch(jobs)
             return [_Deferred(job) for job in jobs]
 
         submitit.AutoExecutor.map_array = map_array
@@ -252,13 +269,16 @@ class _SurvivingSubmitit:
             if isinstance(item, JobReturn):
                 results.append(item)
                 continue
-            run_dir = job_run_dir(self, overrides)
+            run_dir = run_dirs[i]
             error = (f"{type(item).__name__}: the {self._EXECUTOR} job ended without a result (killed by the"
                      f" launcher, SLURM or a signal?): {str(item).splitlines()[0] if str(item) else ''}").rstrip(": ")
             log.error("job %d (%s) %s", initial_job_idx + i, run_dir.name if run_dir else "?", error)
-            record_killed(run_dir, initial_job_idx + i, error + "; rerun the sweep to resume it")
+            record_killed(run_dir, initial_job_idx + i, error + "; rerun the sweep to resume it", stale[i])
             results.append(failed_return(overrides))
         return results
+
+    def watch(self, jobs) -> None:
+        """Hook for a launcher that watches its jobs' states its own way (SLURM without sacct)."""
 
 
 @contextlib.contextmanager
@@ -298,4 +318,100 @@ class LocalLauncher(_SurvivingSubmitit, hydra_submitit.LocalLauncher):
 
 
 class SlurmLauncher(_SurvivingSubmitit, hydra_submitit.SlurmLauncher):
-    pass
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        # The job step gets the batch script's environment (submitit's SUBMITIT_EXECUTOR, the setup
+        # lines' exports) even where sbatch runs with --export=NONE, which srun would otherwise inherit
+        # through SLURM_EXPORT_ENV and start Python without them. With sbatch's default it changes nothing.
+        self.params["srun_args"] = ["--export=ALL", *(self.params.get("srun_args") or [])]
+
+    def watch(self, jobs) -> None:
+        """The sweep's jobs report their states through a QueueWatcher: sacct where it works, squeue
+        where it does not, so a job killed on a cluster without accounting is seen to end."""
+        watcher = queue_watcher_class()()
+        for job in jobs:
+            for each in [job, *job._sub_jobs]:
+                each.watcher = watcher  # the class's watcher asks sacct only
+                watcher.register_job(each.job_id)
+
+
+# --- job states without accounting ---------------------------------------------------------------
+# submitit waits for a job until its result file appears or sacct says the job ended. Where the cluster
+# keeps no accounting (no slurmdbd: sacct says "Slurm accounting storage is disabled", or sacct is not
+# installed), sacct never says anything, every job stays UNKNOWN, and a job killed before writing its
+# result (scancel, OOM kill, node failure) is waited for forever. squeue still knows every job until
+# slurmctld forgets it (MinJobAge after it ends): while it lists the job its state is used, and a job
+# it no longer lists has ended; the result file then says whether it finished.
+
+# squeue states of a job that has ended for good. Any other state (PENDING, RUNNING, COMPLETING,
+# REQUEUED, SIGNALING, SUSPENDED, ...) may still lead to a result; PREEMPTED too, as submitit holds.
+ENDED_IN_QUEUE = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                            "OUT_OF_MEMORY", "REVOKED", "TIMEOUT"})
+LEFT_QUEUE = "NOT_IN_QUEUE"  # the state given to a job squeue no longer knows: it has ended
+
+
+def sacct_usable() -> bool:
+    """Whether sacct answers on this cluster (it exits 1, "Slurm accounting storage is disabled",
+    where accounting is off)."""
+    try:
+        probe = subprocess.run(["sacct", "--noheader", "-X", "-o", "JobID", "-S", "now"], capture_output=True,
+                               text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+def queue_states(job_ids: set[str]) -> dict[str, dict[str, str]]:
+    """The states squeue gives these jobs (array tasks as <array id>_<task>): its own for a job it
+    lists (ended ones too, until slurmctld forgets them), LEFT_QUEUE for one it does not list. {} when
+    squeue cannot answer (slurmctld down, squeue missing): nothing is concluded then."""
+    main_ids = sorted({job_id.split("_")[0] for job_id in job_ids})
+    command = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", "--jobs", ",".join(main_ids)]
+    try:
+        found = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("squeue failed (%s): the jobs' states are unknown for now", err)
+        return {}
+    if found.returncode != 0 and "Invalid job id" not in found.stderr:  # that one: none is listed any more
+        log.warning("squeue failed (%s): the jobs' states are unknown for now", found.stderr.strip())
+        return {}
+    listed = dict(line.split("|", 1) for line in found.stdout.splitlines() if "|" in line)
+    states = {}
+    for job_id in job_ids:
+        state = listed.get(job_id, LEFT_QUEUE)
+        states[job_id] = {"State": state if state in ENDED_IN_QUEUE or state == LEFT_QUEUE else "RUNNING",
+                          "QueueState": state}
+    return states
+
+
+@functools.cache
+def queue_watcher_class():
+    """QueueWatcher, made on first use: Hydra imports this module whenever it looks for plugins, and
+    importing submitit then would slow every command down."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class QueueWatcher(SlurmInfoWatcher):
+        """submitit's SLURM watcher, with squeue for the states sacct does not give: every state where
+        sacct is unusable, the jobs sacct does not list yet where it is. It asks at most every minute
+        (submitit's own asks sacct at most every ten)."""
+
+        def __init__(self, delay_s: int = 60) -> None:
+            super().__init__(delay_s=delay_s)
+            self.use_sacct = sacct_usable()
+            if not self.use_sacct:
+                log.info("sacct is unusable on this cluster (no accounting?): job states come from squeue")
+
+        def update(self) -> None:
+            if self.use_sacct:
+                super().update()
+            unknown = {job_id for job_id in self._registered - self._finished
+                       if self._info_dict.get(job_id, {}).get("State") in (None, "", "UNKNOWN")
+                       or "QueueState" in self._info_dict.get(job_id, {})}
+            if unknown:
+                self._info_dict.update(queue_states(unknown))
+            self._last_status_check = time.time()
+            for job_id in self._registered - self._finished:
+                if self.is_done(job_id, mode="cache"):
+                    self._finished.add(job_id)
+
+    return QueueWatcher
