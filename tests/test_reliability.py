@@ -327,7 +327,8 @@ def fake_wandb(monkeypatch):
     monkeypatch.setattr(wandb, "init", fake.init)
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_INIT_TIMEOUT"):
         monkeypatch.delenv(var, raising=False)
-    return fake
+    yield fake
+    wandb.teardown()  # W&B keeps the settings it read (a fake API key) in a process-wide singleton
 
 
 def mirror(mode: str, tmp_path):

@@ -6,7 +6,7 @@ class ConfigError(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM (what a cluster or `kill` sends first): the run is recorded as failed, then the process ends."""
+    """SIGTERM (what a cluster or `kill` sends first): the run is recorded as interrupted, then the process ends."""
 
 
 def stop_reason(err: BaseException) -> str:

@@ -55,6 +55,7 @@ class UpdateLoop:
         self.forward = model  # torch.compile(model) when compile=true; state lives in self.model
         self.data, self.batches = data, batches
         self.num_batches = batches.shape[0]
+        self.device = batches.device
         self.epochs = epochs
         self.budget = self.num_batches * epochs
         self.autocast, self.memory_format = autocast, memory_format
@@ -82,7 +83,9 @@ class UpdateLoop:
                 "policy": self.policy.state_dict(), "updates": state.updates, "rounds": state.rounds,
                 "pending_ids": None if state.pending_ids is None else state.pending_ids.cpu(),
                 "extra_forward_passes": state.extra_forward_passes, "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+                # The training device's CUDA generator only: a resume may see fewer GPUs (a sweep job claims
+                # one, a requeue lands on a smaller node), and a CPU run must not initialise CUDA here.
+                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
     def load_state_dict(self, saved: dict) -> None:
         self.model.load_state_dict(saved["model"])
@@ -93,8 +96,8 @@ class UpdateLoop:
                                pending_ids=None if pending is None else pending.to(self.batches.device),
                                extra_forward_passes=saved["extra_forward_passes"])
         torch.set_rng_state(saved["rng_cpu"])
-        if saved["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["rng_cuda"])
+        if saved["rng_cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(saved["rng_cuda"], self.device)
 
     def train_batches(self, batch_ids: torch.Tensor, round_index: int) -> Segment:
         """One update per batch id. No host synchronisation: ids and losses stay on the device."""

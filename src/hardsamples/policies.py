@@ -27,6 +27,11 @@ from omegaconf import OmegaConf
 
 from hardsamples.errors import ConfigError
 
+# The choices of the policies' options (validation.py checks a config against them before a run).
+ROUND_ORDERS = ("index", "loss")  # method.round_order
+TIE_ORDERS = ("previous_rank", "batch_index")  # fidelity.tie_order
+COUNT_RULES = ("float_int", "decimal_floor")  # fidelity.hardest_count
+
 
 class Policy(Protocol):
     """What the update loop asks of a selection policy, and what it tells it.
@@ -112,12 +117,12 @@ class HardBatchesPolicy:
     def __init__(self, num_batches: int, delta: float, round_order: str, device: torch.device, *,
                  refresh: bool = False, count_rule: str = "decimal_floor", tie_order: str = "batch_index",
                  draw: str = "hardest", seed: int = 0):
-        if round_order not in ("index", "loss"):
-            raise ConfigError(f"method.round_order={round_order} is unknown: use index or loss")
+        if round_order not in ROUND_ORDERS:
+            raise ConfigError(f"method.round_order={round_order} is unknown: use {' or '.join(ROUND_ORDERS)}")
         if not isinstance(refresh, bool):
             raise ConfigError(f"method.refresh={refresh} is not a boolean: use true or false")
-        if tie_order not in ("batch_index", "previous_rank"):
-            raise ConfigError(f"fidelity.tie_order={tie_order} is unknown: use batch_index or previous_rank")
+        if tie_order not in TIE_ORDERS:
+            raise ConfigError(f"fidelity.tie_order={tie_order} is unknown: use {' or '.join(TIE_ORDERS)}")
         self.num_batches, self.device = num_batches, device
         self.k = hardest_count(delta, num_batches, count_rule)
         self.round_order, self.tie_order, self.refresh, self.draw = round_order, tie_order, refresh, draw
@@ -252,7 +257,7 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
         return k
     if rule == "decimal_floor":
         return max(1, math.floor(Fraction(repr(delta)) * num_batches))
-    raise ConfigError(f"fidelity.hardest_count={rule} is unknown: use float_int or decimal_floor")
+    raise ConfigError(f"fidelity.hardest_count={rule} is unknown: use {' or '.join(COUNT_RULES)}")
 
 
 def build_policy(cfg, num_batches: int, device: torch.device) -> Policy:

@@ -28,6 +28,7 @@ from hardsamples.record_schema import (
     METRIC_COLUMNS,
     RECORD_FILES,
     STATUSES,
+    OVER,
     TRACE_COLUMNS,
     comparable,
 )
@@ -235,6 +236,13 @@ class RunRecord:
         self.metrics, self.trace = list(state["metrics"]), list(state["trace"])
 
 
+def is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:  # gone since it failed to read
+        return False
+
+
 def read_record(run_dir: Path) -> dict | None:
     """run.json, or None when there is none; one that cannot be read or is no run record is refused
     with a line naming what to delete (a kill mid-write never leaves one: this is outside damage)."""
@@ -245,7 +253,7 @@ def read_record(run_dir: Path) -> dict | None:
     try:
         record = read_json(path)
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not text
-        problem = "it is empty" if path.stat().st_size == 0 else f"{type(err).__name__}: {err}".replace("\n", " ")
+        problem = "it is empty" if is_empty(path) else f"{type(err).__name__}: {err}".replace("\n", " ")
         raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
     if not isinstance(record, dict) or record.get("status") not in STATUSES \
             or not isinstance(record.get("config"), dict):
@@ -260,6 +268,15 @@ def previous_run(run_dir: Path, config: dict) -> dict | None:
         raise ConfigError(f"{run_dir} holds a run with a different config: pass run_name=<new name>"
                           " or sweep_name=<new sweep>, or delete that directory")
     return old
+
+
+def is_over(run_dir: Path, old: dict | None) -> bool:
+    """Whether the run recorded in run_dir (previous_run's record) is over, finished or diverged, with
+    all its rows: a rerun skips it. One over but missing rows is refused with one line (ConfigError)."""
+    if old is None or old["status"] not in OVER:
+        return False
+    check_complete(run_dir, old)
+    return True
 
 
 def check_complete(run_dir: Path, old: dict) -> None:
@@ -297,7 +314,7 @@ def load_run_checkpoint(path: Path, run_id: str) -> dict:
     try:
         saved = load_checkpoint(path)
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        problem = "it is empty" if path.stat().st_size == 0 else type(err).__name__
+        problem = "it is empty" if is_empty(path) else type(err).__name__
         raise ConfigError(f"{path} cannot be read ({problem}): {fix}") from None
     if not isinstance(saved, dict) or any(key not in saved for key in CHECKPOINT_KEYS):
         raise ConfigError(f"{path} cannot be used (not a checkpoint of this code): {fix}")

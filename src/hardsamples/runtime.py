@@ -44,7 +44,6 @@ def threads_from_allocation() -> None:
 
 
 def make_runtime(cfg) -> Runtime:
-    threads_from_allocation()
     device = _pick_device(cfg.device)
     fidelity = cfg.get("fidelity") or {}
     precision = resolve_precision(cfg.precision, fidelity.get("precision", "auto"), device.type)

@@ -21,6 +21,7 @@ The sweep summary reads these.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -279,10 +280,12 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
             log.error("%s failed: %s", cfg.run_name, err)
         else:
             log.exception("%s failed", cfg.run_name)
-        note.close("failed", f"{type(err).__name__}: {err}")
+        with contextlib.suppress(OSError):  # a full disk refuses the note too: the job's log has the error
+            note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
     except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
-        note.close("failed", stop_reason(err))
+        with contextlib.suppress(OSError):
+            note.close("failed", stop_reason(err))
         raise
     after = records.read_record(run_dir)
     outcome = job_outcome(before, after, status)

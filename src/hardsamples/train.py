@@ -45,9 +45,9 @@ from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
 from hardsamples.layout import CONF_DIR
 from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss, segments_to_trace
-from hardsamples.record_schema import OVER, RunHeader
+from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
-from hardsamples.runtime import Runtime, make_runtime
+from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
 from hardsamples.sweep import sweep_job
 from hardsamples.validation import check_data, check_settings, check_single_sample_batches
 from hardsamples.wandb_mirror import WandbMirror
@@ -56,7 +56,8 @@ log = logging.getLogger("hardsamples")
 
 
 def run(cfg: DictConfig, run_dir: Path) -> str:
-    """Train one run to its end and return its status: finished, diverged or failed.
+    """Train one run to its end and return its status: finished or diverged (a run that fails or is
+    stopped from outside raises, after recording itself failed or interrupted).
 
     The run holds its directory (records.hold_run_dir) from before it reads the old record until it
     has written its last file, so a second process on the same directory is refused, never mixed in.
@@ -68,7 +69,7 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
 
 @contextlib.contextmanager
 def sigterm_raises():
-    """While a run trains, SIGTERM raises Terminated, so run() records the run as failed before the
+    """While a run trains, SIGTERM raises Terminated, so run() records the run as interrupted before the
     process ends. Only where SIGTERM has its default action: submitit's jobs keep their own handler."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
@@ -90,14 +91,14 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         for tmp in records.remove_temporary_files(run_dir):
             log.info("%s: removed %s, left by a process killed while writing it", run_dir, tmp.name)
     old = records.previous_run(run_dir, OmegaConf.to_container(cfg, resolve=True))
-    if old and old["status"] in OVER:
-        records.check_complete(run_dir, old)
+    if records.is_over(run_dir, old):
         log.info("%s: already %s, nothing to do", run_dir, old["status"])
         return old["status"]
     if not writable:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
 
+    threads_from_allocation()
     runtime = make_runtime(cfg)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, runtime)
@@ -120,7 +121,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         with contextlib.suppress(OSError):  # a full disk may refuse this write too: the first error is the one to tell
             record.set_status(ended_status(err), error=stop_reason(err))
         if mirror is not None:
-            mirror.finish("failed")
+            mirror.finish(ended_status(err))
         raise
     mirror.finish(status)
     return status

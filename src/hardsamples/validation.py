@@ -10,16 +10,18 @@ import math
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hardsamples import wandb_mirror
 from hardsamples.errors import ConfigError
+from hardsamples.policies import COUNT_RULES, ROUND_ORDERS, TIE_ORDERS, TrimmingPolicy
 
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+WANDB_MODES = wandb_mirror.MODES
 # Every protocol key and its choices (conf/fidelity/*.yaml); True/False for the booleans.
 FIDELITY_CHOICES = {
     "partition": ("dataset_order", "shuffled"), "drop_last": (True, False), "normalization": ("imagenet", "dataset"),
     "eval_batchnorm": ("train", "eval"), "eval_average": ("per_batch", "per_sample"), "eval_drop_last": (True, False),
-    "hardest_count": ("float_int", "decimal_floor"), "tie_order": ("previous_rank", "batch_index"),
+    "hardest_count": COUNT_RULES, "tie_order": TIE_ORDERS,
     "precision": ("auto", "bf16", "fp32"), "matmul_tf32": (True, False), "cudnn_tf32": (True, False)}
-METHOD_CHOICES = {"round_order": ("index", "loss"), "refresh": (True, False), "shape": ("linear", "cosine", "step")}
+METHOD_CHOICES = {"round_order": ROUND_ORDERS, "refresh": (True, False), "shape": TrimmingPolicy.shapes}
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
 
 
@@ -82,6 +84,10 @@ def check_settings(cfg: DictConfig) -> None:
         at_least(cfg, "dataset.channels", 1)
         number(cfg, "dataset.noise", "dataset.noise=0.25")
         number(cfg, "dataset.hard_fraction", "dataset.hard_fraction=0.1")
+    if cfg.dataset.get("source") == "image_folder":  # the folder itself is checked when it is read (data.py)
+        at_least(cfg, "dataset.decode_workers", 0)
+        if OmegaConf.select(cfg, "dataset.shuffle_seed") is not None:
+            whole(cfg, "dataset.shuffle_seed", "dataset.shuffle_seed=0")
 
 
 def check_choices(cfg: DictConfig, group: str, choices: dict) -> None:

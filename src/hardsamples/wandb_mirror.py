@@ -55,7 +55,8 @@ STEP_METRIC = METRIC_KEYS["interval"]
 BEST_SUMMARIES = {"train/loss": "min,last", "train/seen_loss": "min,last", "test/loss": "min,last",
                   "train/top1": "max,last", "test/top1": "max,last"}
 # The run.json fields that say what a run is: its W&B tags, and `identity` in its W&B config.
-IDENTITY_FIELDS = ("sweep", "model", "dataset", "method", "delta", "seed", "fidelity")
+MODES = ("auto", "online", "offline", "disabled")  # logger.wandb.mode
+TAG_FIELDS = ("sweep", "model", "dataset", "method", "delta", "seed", "fidelity")
 DEFAULT_PROJECT = "hard-samples"  # where runs go when neither logger.wandb.project nor WANDB_PROJECT says
 # logger.wandb key -> the W&B environment variable that supplies it when the key is null.
 ENV_VARS = {"project": "WANDB_PROJECT", "entity": "WANDB_ENTITY", "group": "WANDB_RUN_GROUP",
@@ -122,7 +123,7 @@ def resolve_mode(mode: str) -> str:
     """logger.wandb.mode as W&B will run: auto follows WANDB_MODE when it is set, else online when W&B
     finds credentials, offline otherwise. An explicit mode is kept, except that WANDB_MODE=disabled or
     offline in the environment is never overridden by a wider one (a machine without network, a CI)."""
-    if mode not in ("auto", "online", "offline", "disabled"):
+    if mode not in MODES:
         raise ValueError(f"logger.wandb.mode={mode} is unknown: use auto, online, offline or disabled")
     env = environment_mode()
     if mode == "auto":
@@ -190,7 +191,7 @@ def display_name(header: dict, run_dir) -> str:
 def run_tags(header: dict, extra=None) -> list[str]:
     """key=value for each identity field, then logger.wandb.tags, then WANDB_TAGS (which W&B would
     drop once tags are passed), each cut to W&B's 64 characters."""
-    tags = [f"{key}={header[key]}" for key in IDENTITY_FIELDS] + [str(tag) for tag in extra or []]
+    tags = [f"{key}={header[key]}" for key in TAG_FIELDS] + [str(tag) for tag in extra or []]
     tags += os.environ.get("WANDB_TAGS", "").split(",")
     return list(dict.fromkeys(tag.strip()[:MAX_TAG] for tag in tags if tag.strip()))
 
@@ -198,7 +199,7 @@ def run_tags(header: dict, extra=None) -> list[str]:
 def run_config(header: dict) -> dict:
     """The resolved Hydra config, with the identity at the top (the config's own `method` is the
     method config, which at delta = 1 is not the method recorded)."""
-    return {**header["config"], "identity": {key: header[key] for key in IDENTITY_FIELDS}}
+    return {**header["config"], "identity": {key: header[key] for key in TAG_FIELDS}}
 
 
 def summary_fields(header: dict) -> dict:

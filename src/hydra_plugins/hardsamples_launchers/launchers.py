@@ -8,7 +8,7 @@ never prints and the killed run is left `running`.
 
 These subclasses (conf/launcher/{joblib,submitit_local,slurm}.yaml select them; Hydra accepts launchers only from
 the hydra_plugins namespace, hence this package) record such a job as
-failed in its job.json and run.json, return it to Hydra as a failed job, and let the rest of the sweep
+failed in its job.json (the run in run.json: interrupted), return it to Hydra as a failed job, and let the rest of the sweep
 run to its summary. A rerun of the sweep resumes the killed run from its last checkpoint.
 """
 
@@ -35,7 +35,6 @@ from omegaconf import OmegaConf
 
 from hardsamples import records
 from hardsamples.errors import ConfigError
-from hardsamples.record_schema import OVER
 from hardsamples.sweep import SWEEP_ID_ENV, JobNote
 
 log = logging.getLogger(__name__)
@@ -69,13 +68,9 @@ def already_over(launcher, overrides: Sequence[str]) -> Path | None:
         return None
     config, run_dir = found
     try:
-        old = records.previous_run(run_dir, config)
-        if old is None or old["status"] not in OVER:
-            return None
-        records.check_complete(run_dir, old)
+        return run_dir if records.is_over(run_dir, records.previous_run(run_dir, config)) else None
     except (ConfigError, OSError):
         return None
-    return run_dir
 
 
 def note_skipped(run_dir: Path, job_num: int) -> bool:
@@ -97,7 +92,7 @@ def note_attempt(run_dir: Path | None) -> str | None:
 
 
 def record_killed(run_dir: Path | None, job_num: int, error: str, stale_attempt: str | None = None) -> None:
-    """Mark a job that died without a word as failed: job.json and a run.json still `running`. Left
+    """Mark a job that died without a word: job.json failed, a run.json still `running` interrupted. Left
     alone when another process holds the run directory (e.g. the job was requeued and runs again).
     A job that died before it made its run directory (cancelled while pending, a job environment
     that cannot start Python) gets the directory with a failed job.json: the summary counts it and
