@@ -131,8 +131,19 @@ def test_each_launcher_gives_a_swept_lr_its_own_directories(tmp_path):
 
 # --- on a real SLURM cluster --------------------------------------------------------------------------
 
-needs_slurm = pytest.mark.skipif(shutil.which("sinfo") is None or shutil.which("sbatch") is None,
-                                 reason="needs a SLURM cluster (sinfo/sbatch absent): tools/slurm_single_node.sh makes one")
+def slurm_answers() -> bool:
+    """sinfo and sbatch are here and a controller answers (the binaries alone, daemons stopped: no)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+needs_slurm = pytest.mark.skipif(not slurm_answers(),
+                                 reason="needs a SLURM cluster (no sinfo/sbatch, or no controller answers):"
+                                        " tools/slurm_single_node.sh makes one")
 # Small jobs for any cluster, GPU or not. The jobs import this checkout's code from PYTHONPATH; under
 # --export=NONE they get it from the setup line instead.
 ON_SLURM = ["hydra.launcher.gres=null", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
