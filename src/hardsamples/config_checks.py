@@ -48,8 +48,10 @@ def unknown_key_error(overrides: list[str]) -> str | None:
         parsed = OverridesParser.create().parse_overrides(lines)
     except Exception:  # noqa: BLE001 - a syntax error: Hydra names it itself
         return None
+    targets = {o.key_or_group.rsplit(".", 1)[0] + "." for o in parsed if o.key_or_group.endswith("._target_")}
     checked = [o for o in parsed if not o.key_or_group.startswith("hydra") and not o.is_delete() and not o.is_add()
-               and not is_group(o.key_or_group)]
+               and not is_group(o.key_or_group) and not o.key_or_group.endswith("._target_")
+               and not (o.is_force_add() and o.key_or_group.startswith(tuple(targets)))]  # ++<arg> of a user's class
     if not checked:
         return None
     configs = compositions([o for o in parsed if is_group(o.key_or_group) and not o.is_delete()])
@@ -105,6 +107,12 @@ def has_key(config: dict, key: str) -> bool:
     return True
 
 
+def user_callable_key(config: dict, key: str) -> bool:
+    """`X._target_` itself (a user's class for a node, e.g. optimizer._target_=torch.optim.AdamW), or a
+    key under a node that has one (its arguments)."""
+    return key.endswith("._target_") or under_target(config, key)
+
+
 def under_target(config: dict, key: str) -> bool:
     """A key inside a node with `_target_` (dataset=custom's dataset.data) is an argument of the user's
     own callable: any name may be added there."""
@@ -142,12 +150,12 @@ def added_key_error(config) -> str | None:
     from omegaconf import OmegaConf
 
     lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    added = [o for o in OverridesParser.create().parse_overrides(lines)
-             if o.is_add() and not o.key_or_group.startswith("hydra")]
-    if not added:
-        return None
     tree = {k: OmegaConf.to_container(config[k], resolve=False) if OmegaConf.is_config(config[k]) else None
             for k in config if k != "hydra"}
+    added = [o for o in OverridesParser.create().parse_overrides(lines)
+             if o.is_add() and not o.key_or_group.startswith("hydra") and not user_callable_key(tree, o.key_or_group)]
+    if not added:
+        return None
     names = {o.key_or_group for o in added}
     known = [k for k in flat_keys(tree) if k not in names]
     first = added[0]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hardsamples.data import DeviceData, make_fixed_batches
+from hardsamples.errors import ConfigError
 from hardsamples.models import build_model
 from hardsamples.policies import Policy, build_policy
 from hardsamples.runtime import Runtime
@@ -188,10 +189,28 @@ def mean_segment_loss(segments: list[Segment]) -> float:
 
 
 def build_optimizer(cfg, model: torch.nn.Module, runtime: Runtime) -> torch.optim.Optimizer:
-    """SGD with cfg.optimizer's lr, momentum and weight decay (the paper's optimizer), fused on CUDA."""
+    """SGD with cfg.optimizer's lr, momentum and weight decay (the paper's optimizer), fused on CUDA;
+    or, with optimizer._target_ set, the user's optimizer class given the other optimizer keys
+    (`++optimizer._target_=torch.optim.AdamW ~optimizer.momentum`)."""
     o = cfg.optimizer
+    if "_target_" in o:
+        return user_optimizer(o, model)
     return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                            **runtime.optimizer_kwargs())
+
+
+def user_optimizer(o, model: torch.nn.Module) -> torch.optim.Optimizer:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(o, params=model.parameters())
+    except InstantiationException as err:
+        lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith("full_key")]
+        first = lines[-1].strip() if lines else type(err).__name__  # the cause, after "Error in call to target"
+        raise ConfigError(f"optimizer._target_={o._target_} cannot be built ({first}): name an importable"
+                          " optimizer class and pass only the arguments it takes (e.g. ~optimizer.momentum"
+                          " for Adam)") from None
 
 
 def build_loop(cfg, data: DeviceData, runtime: Runtime, model: torch.nn.Module | None = None) -> UpdateLoop:

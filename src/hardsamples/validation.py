@@ -61,7 +61,10 @@ def check_settings(cfg: DictConfig) -> None:
     seed = whole(cfg, "seed", "seed=0")
     if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
         raise ConfigError(f"seed={seed} is outside [-2^63, 2^64 - 1], torch's seeds: pick a smaller seed, e.g. seed=0")
+    users_optimizer = OmegaConf.select(cfg, "optimizer._target_") is not None  # its keys are its own
     for key, example in (("optimizer.lr", "0.005"), ("optimizer.momentum", "0.9"), ("optimizer.weight_decay", "0.0")):
+        if users_optimizer and OmegaConf.select(cfg, key) is None:
+            continue
         value = number(cfg, key, f"{key}={example}")
         if not math.isfinite(value) or value < 0:
             raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}={example}")
