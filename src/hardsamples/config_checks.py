@@ -14,6 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from hardsamples.layout import CONF_DIR, group_choices
+from hardsamples.record_schema import run_config
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -39,8 +40,6 @@ def check_override_keys(overrides: list[str]) -> None:
 
 
 def unknown_key_error(overrides: list[str]) -> str | None:
-    import difflib
-
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     lines = [o for o in overrides if "=" in o and not o.startswith("-")]
@@ -58,9 +57,8 @@ def unknown_key_error(overrides: list[str]) -> str | None:
     for override in checked:
         key = override.key_or_group
         if not any(has_key(config, key) or under_target(config, key) for config in configs):
-            known = sorted({k for config in configs for k in flat_keys(config)})
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            fix = f"did you mean {close[0]}?" if close else "no config has it; python -m hardsamples.train --help lists them"
+            close = closest(key, sorted({k for config in configs for k in flat_keys(config)}))
+            fix = f"did you mean {close}?" if close else "no config has it; python -m hardsamples.train --help lists them"
             return f"unknown key {key} (in {override.input_line}): {fix}"
     return None
 
@@ -72,19 +70,17 @@ def is_group(key: str) -> bool:
 def compositions(group_overrides) -> list[dict]:
     """The run config (unresolved) under the chosen groups: the first value of each swept group, then
     each other value of one swept group at a time, so a key of any chosen option is known."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from hardsamples.cli import compose
 
     first = {o.key_or_group: values_of(o)[0] for o in group_overrides if values_of(o)}
     variants = [first] + [{**first, o.key_or_group: value} for o in group_overrides for value in values_of(o)[1:]]
     configs = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for choices in variants:
-            try:
-                config = compose(config_name="config", overrides=[f"{k}={v}" for k, v in choices.items()])
-            except Exception:  # noqa: BLE001 - an unknown choice is check_group_choices' or Hydra's to name
-                continue
-            configs.append(OmegaConf.to_container(config, resolve=False))
+    for choices in variants:
+        try:
+            config = compose("config", [f"{k}={v}" for k, v in choices.items()])
+        except Exception:  # noqa: BLE001 - an unknown choice is check_group_choices' or Hydra's to name
+            continue
+        configs.append(run_config(config, resolve=False))
     return configs
 
 
@@ -126,6 +122,14 @@ def under_target(config: dict, key: str) -> bool:
     return False
 
 
+def closest(key: str, known: list[str]) -> str | None:
+    """The known key most like a mistyped one (difflib), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def flat_keys(node, prefix: str = "") -> list[str]:
     keys = []
     if isinstance(node, dict):
@@ -144,14 +148,11 @@ def refuse(message: str) -> None:
 def added_key_error(config) -> str | None:
     """`+detla=0.5` (what Hydra suggests for a typo) would add a key nothing reads: the run would train
     delta = 1.0 and report finished. Every `+` outside hydra.* is refused, naming the closest known key."""
-    import difflib
-
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
     lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    tree = {k: OmegaConf.to_container(config[k], resolve=False) if OmegaConf.is_config(config[k]) else None
-            for k in config if k != "hydra"}
+    tree = run_config(config, resolve=False)
     added = [o for o in OverridesParser.create().parse_overrides(lines)
              if o.is_add() and not o.key_or_group.startswith("hydra") and not user_callable_key(tree, o.key_or_group)]
     if not added:
@@ -160,8 +161,8 @@ def added_key_error(config) -> str | None:
     known = [k for k in flat_keys(tree) if k not in names]
     first = added[0]
     key, value = first.key_or_group, first.input_line.split("=", 1)[-1]
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    fix = (f"did you mean {close[0]}? write {close[0]}={value}" if close
+    close = closest(key, known)
+    fix = (f"did you mean {close}? write {close}={value}" if close
            else "no run reads it; the keys are in conf/config.yaml and its groups")
     return f"unknown key {key} (added with {first.input_line}): {fix}"
 

@@ -76,6 +76,15 @@ IDENTITY_FIELDS = ("run_id", "run_name", "sweep", "dataset", "model", "method", 
 WANDB_SUMMARY_FIELDS = ("method", "num_batches", "k", "num_classes", "channels", "update_budget")
 
 
+def run_config(cfg, resolve: bool = True) -> dict:
+    """A composed config as plain data, without its hydra node: what run.json's `config` holds
+    (Hydra's job config, or the sweep config a launcher loads for a job, which still has `hydra`)."""
+    from omegaconf import OmegaConf
+
+    return {key: OmegaConf.to_container(cfg[key], resolve=resolve) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key != "hydra"}
+
+
 def comparable(config: dict) -> dict:
     """The part of a resolved config that decides what a run computes. The method's name tags are
     left out: they are derived from its other keys (and older records carry a helper key, tag_True)."""

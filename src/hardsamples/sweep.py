@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hardsamples import records
 from hardsamples.errors import ConfigError, Terminated, stop_reason
-from hardsamples.record_schema import NOT_COMPARED, OVER, comparable
+from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
 
 log = logging.getLogger("hardsamples")
 _claimed_lock = None  # the open lock file of this process's GPU, kept open for the process's life
@@ -128,9 +128,7 @@ def _sweep_subdir(*, _root_) -> str:
     swept = job_swept_keys(_root_)
     if not compared_keys_swept(swept):
         return str(_root_.run_name)
-    config = {key: (OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
-              for key, value in ((key, _root_[key]) for key in _root_ if key != "hydra")}
-    return run_dir_name(config, swept)
+    return run_dir_name(run_config(_root_), swept)
 
 
 OmegaConf.register_new_resolver("sweep_subdir", _sweep_subdir, replace=True)

@@ -31,10 +31,9 @@ from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as hydra_submitit
 
-from omegaconf import OmegaConf
-
 from hardsamples import records
 from hardsamples.errors import ConfigError
+from hardsamples.record_schema import run_config
 from hardsamples.sweep import SWEEP_ID_ENV, JobNote
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,7 @@ def job_config_and_dir(launcher, overrides: Sequence[str]) -> tuple[dict, Path] 
     try:
         config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        resolved = {key: OmegaConf.to_container(config[key], resolve=True) if OmegaConf.is_config(config[key])
-                    else config[key] for key in config if key != "hydra"}
-        return resolved, run_dir
+        return run_config(config), run_dir
     except Exception:  # noqa: BLE001 - a job that cannot even compose fails on its own, with its own message
         return None
 
