@@ -94,7 +94,7 @@ class UpdateLoop:
         self.policy.load_state_dict(saved["policy"])
         pending = saved["pending_ids"]
         self.state = LoopState(updates=saved["updates"], rounds=saved["rounds"],
-                               pending_ids=None if pending is None else pending.to(self.batches.device),
+                               pending_ids=None if pending is None else pending.to(self.device),
                                extra_forward_passes=saved["extra_forward_passes"])
         torch.set_rng_state(saved["rng_cpu"])
         if saved["rng_cuda"] is not None and self.device.type == "cuda":

@@ -235,6 +235,11 @@ class RunRecord:
     def load_state_dict(self, state: dict) -> None:
         self.metrics, self.trace = list(state["metrics"]), list(state["trace"])
 
+    def save_checkpoint(self, loop_state: dict, seconds: float) -> None:
+        """checkpoint.pt: the loop's state, the rows so far, the clock and this run's id (CHECKPOINT_KEYS)."""
+        save_checkpoint(self.checkpoint_path, {"loop": loop_state, "record": self.state_dict(), "seconds": seconds,
+                                               "run_id": self.header["run_id"]})
+
 
 def is_empty(path: Path) -> bool:
     try:
@@ -300,7 +305,7 @@ def check_complete(run_dir: Path, old: dict) -> None:
             raise ConfigError(f"{run_dir} is finished but its batch_accuracy.csv is missing: {fix}")
 
 
-CHECKPOINT_KEYS = ("loop", "record", "seconds", "run_id")  # train.save_checkpoint
+CHECKPOINT_KEYS = ("loop", "record", "seconds", "run_id")  # RunRecord.save_checkpoint
 
 
 def start_over(path: Path) -> str:

@@ -171,12 +171,6 @@ def check_trace_unchanged(cfg: DictConfig, old: dict, run_dir: Path, updates: in
                           f" rerun with record.trace={was} to resume it, or delete {run_dir} to start afresh")
 
 
-def save_checkpoint(loop: UpdateLoop, record: RunRecord, stopwatch: Stopwatch) -> None:
-    records.save_checkpoint(record.checkpoint_path, {
-        "loop": loop.state_dict(), "record": record.state_dict(), "seconds": stopwatch.seconds,
-        "run_id": record.header["run_id"]})
-
-
 def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirror,
                      settings: EvalSettings, stopwatch: Stopwatch) -> str:
     """Train interval by interval (N updates each), evaluating and writing the record after each."""
@@ -206,7 +200,7 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
             record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
             if cfg.record.checkpoint:
-                save_checkpoint(loop, record, stopwatch)
+                record.save_checkpoint(loop.state_dict(), stopwatch.seconds)
             mirror.log_interval(row)
             bar.set_postfix(train_loss=f"{train.loss:.4f}", test_top1=f"{test.top1:.2f}", refresh=False)
             log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
