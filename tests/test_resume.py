@@ -1,6 +1,6 @@
 """A run killed with SIGKILL in the middle of a round and rerun ends with the same record as a run never
-interrupted: model, optimizer, the policy's stored losses, the cut round, RNG and rows all come back
-from the checkpoint.
+interrupted: model, optimizer, the policy's stored losses, the cut round, RNG and rows (the mechanism
+probe's too) all come back from the checkpoint.
 
 delta = 0.8 with N = 9 batches gives k = 7: rounds end at updates 9, 16, 23, 30, 37, 44, 51, so the
 checkpoints after intervals 2 to 5 (updates 18, 27, 36, 45) all fall inside a round.
@@ -24,7 +24,7 @@ from conftest import TINY, run_cli
 
 pytestmark = pytest.mark.slow  # kills a training subprocess and resumes it: `make test-fast` leaves it out
 
-ARGS = [*TINY, "epochs=6", "delta=0.8", "record.trace=true"]
+ARGS = [*TINY, "epochs=6", "delta=0.8", "record.trace=true", "record.round_losses=true"]
 RUN = "test_resnet-synthetic-hard_batches-d0.8-s0"
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -73,11 +73,12 @@ def test_a_killed_run_resumes_to_the_record_of_an_uninterrupted_run(tmp_path):
     assert "0 finished, 1 resumed, 0 skipped, 0 diverged, 0 failed" in result.stdout
 
     reference_dir = tmp_path / "results/runs/reference" / RUN
-    for name in ("metrics.csv", "trace.csv", "batch_accuracy.csv"):
+    for name in ("metrics.csv", "trace.csv", "round_losses.csv", "batch_accuracy.csv"):
         pd.testing.assert_frame_equal(without_seconds(killed_dir / name), without_seconds(reference_dir / name),
                                       check_exact=True, obj=name)
     header = json.loads((killed_dir / "run.json").read_text())
     assert header["status"] == "finished" and header["resumed_from"] == [saved["loop"]["updates"]]
     assert header["run_id"] == interrupted["run_id"]  # so W&B resumes the same run
     assert rows(killed_dir / "metrics.csv") == 6 and rows(killed_dir / "trace.csv") == 54
+    assert rows(killed_dir / "round_losses.csv") == 5  # the probe: intervals 2 to 6, none lost or repeated
 

@@ -404,6 +404,22 @@ def _normalisation(kind: str, train_images: torch.Tensor) -> tuple[torch.Tensor,
     return mean.view(1, chans, 1, 1).to(device), std.view(1, chans, 1, 1).to(device)
 
 
+def train_subset(host: HostData, size: int | None, seed: int) -> HostData:
+    """`size` training samples drawn without replacement, stratified by class (the class shares of the
+    full split kept), seeded by `seed`, kept in dataset order; the test split untouched. None: all."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(host.train_labels)
+    if size is None or size >= n:
+        return host
+    kept, _ = train_test_split(np.arange(n), train_size=int(size), random_state=int(seed),
+                               stratify=host.train_labels)
+    kept = np.sort(kept)
+    mask = host.hard_mask[kept] if host.hard_mask is not None else None
+    return HostData(host.train_images[kept], host.train_labels[kept], host.test_images, host.test_labels,
+                    host.num_classes, mask)
+
+
 def make_fixed_batches(num_samples: int, batch_size: int, *, drop_last: bool, partition: str,
                        seed: int, device: torch.device) -> torch.Tensor:
     """The N fixed mini-batches as an (N, B) index tensor on the device.

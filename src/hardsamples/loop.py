@@ -62,6 +62,8 @@ class UpdateLoop:
         self.autocast, self.memory_format = autocast, memory_format
         self.state = LoopState()
         self.on_update: Callable[[int], object] | None = None  # told of each update (a progress bar)
+        # told of each round's choice (round, updates so far, chosen ids) before it trains (the probe)
+        self.on_round: Callable[[int, int, torch.Tensor], object] | None = None
 
     def train_interval(self) -> list[Segment]:
         """Run updates until the next multiple of N (or the budget); return what was trained."""
@@ -71,6 +73,8 @@ class UpdateLoop:
             if state.pending_ids is None:
                 state.pending_ids = self.policy.next_round(state.rounds, self.budget - state.updates,
                                                            self.measure_batch_losses)
+                if self.on_round is not None:
+                    self.on_round(state.rounds, state.updates, state.pending_ids)
                 state.rounds += 1
             take = min(state.pending_ids.shape[0], interval_end - state.updates)
             ids, rest = state.pending_ids[:take], state.pending_ids[take:]
@@ -118,17 +122,23 @@ class UpdateLoop:
         return Segment(first, round_index, batch_ids, losses, kept)
 
     def measure_batch_losses(self) -> torch.Tensor:
-        """The current loss of every fixed batch: one forward pass each, no update, counted apart.
+        """The current loss of every fixed batch: one forward pass each, no update, counted apart."""
+        losses = self.current_losses("mean")
+        self.state.extra_forward_passes += self.num_batches
+        return losses
+
+    def current_losses(self, reduction: str) -> torch.Tensor:
+        """Every fixed batch's loss on the current model, (N,) with reduction 'mean' (the fused mean, as
+        training computes it) or (N, B) per sample with 'none'. Forward passes only, not counted.
 
         BatchNorm stays in training mode, as when the stored losses were measured, with its momentum
-        set to 0 so the running statistics do not move.
+        set to 0 so the running statistics do not move: the model leaves exactly as it came.
         """
-        losses = torch.empty(self.num_batches, device=self.batches.device)
+        losses = torch.empty(self.batches.shape if reduction == "none" else self.num_batches, device=self.device)
         with torch.no_grad(), frozen_batchnorm_statistics(self.model), self.autocast():
             for i in range(self.num_batches):
                 x, y = self.stage(self.batches[i])
-                losses[i] = F.cross_entropy(self.forward(x).float(), y)
-        self.state.extra_forward_passes += self.num_batches
+                losses[i] = F.cross_entropy(self.forward(x).float(), y, reduction=reduction)
         return losses
 
     def stage(self, sample_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

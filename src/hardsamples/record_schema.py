@@ -6,6 +6,8 @@ job, the tests) import these names. No torch here, so `make tables` loads withou
   run.json            RunHeader below: identity, sizes, versions, status, the resolved config
   metrics.csv         METRIC_COLUMNS, one row per interval (N updates)
   trace.csv           TRACE_COLUMNS, one row per update (record.trace=true)
+  round_losses.csv    ROUND_LOSS_COLUMNS, one row per interval's first round (record.round_losses=true:
+                      probe.py, the mechanism check)
   batch_accuracy.csv  BATCH_ACCURACY_COLUMNS, the final model's top-1 per evaluation batch
   checkpoint.pt       everything needed to resume (records.save_checkpoint)
 """
@@ -25,7 +27,10 @@ METRIC_COLUMNS = ["interval", "updates", "train_loss", "train_top1", "seen_train
                   "test_loss", "test_top1", "seconds", "train_seconds", "extra_forward_passes"]
 TRACE_COLUMNS = ["update", "round", "batch", "loss", "kept"]
 BATCH_ACCURACY_COLUMNS = ["split", "evaluation", "batch", "samples", "top1"]
-RECORD_FILES = ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", "job.json")
+ROUND_LOSS_COLUMNS = ["round", "updates", "k", "fresh_mean", "chosen_fresh_mean", "fresh_sd", "random_sd",
+                      "stored_mean", "chosen_stored_mean", "fresh_overlap", "chosen"]
+RECORD_FILES = ("run.json", "metrics.csv", "trace.csv", "round_losses.csv", "batch_accuracy.csv", "checkpoint.pt",
+                "job.json")
 
 
 @dataclass
@@ -91,4 +96,12 @@ def comparable(config: dict) -> dict:
     kept = {key: value for key, value in config.items() if key not in NOT_COMPARED and key != "hydra"}
     if isinstance(kept.get("method"), dict):
         kept["method"] = {key: value for key, value in kept["method"].items() if not key.startswith("tag")}
-    return kept
+    return _without_nulls(kept)
+
+
+def _without_nulls(node):
+    """A null option means "as before" (say dataset.subset: null, all of the split), so a record made
+    before such an option existed compares equal to a run that leaves it null."""
+    if isinstance(node, dict):
+        return {key: _without_nulls(value) for key, value in node.items() if value is not None}
+    return node

@@ -29,6 +29,7 @@ from hardsamples.record_schema import (
     RECORD_FILES,
     STATUSES,
     OVER,
+    ROUND_LOSS_COLUMNS,
     TRACE_COLUMNS,
     comparable,
 )
@@ -203,6 +204,7 @@ class RunRecord:
         self.header = header
         self.metrics: list[dict] = []
         self.trace: list[dict] = []
+        self.round_losses: list[dict] = []
 
     @property
     def run_json(self) -> Path:
@@ -217,23 +219,29 @@ class RunRecord:
         self.header.update(status=status, **fields)
         write_json(self.run_json, self.header)
 
-    def add_interval(self, row: dict, trace_rows: list[dict] | None = None) -> None:
-        """Append an interval's row, and its updates to trace.csv when the run records a trace."""
+    def add_interval(self, row: dict, trace_rows: list[dict] | None = None,
+                     round_rows: list[dict] | None = None) -> None:
+        """Append an interval's row, its updates to trace.csv when the run records a trace, and its
+        probed round to round_losses.csv when the run probes (record.round_losses)."""
         self.metrics.append(row)
         write_csv(self.directory / "metrics.csv", METRIC_COLUMNS, self.metrics)
         if trace_rows is not None:
             self.trace.extend(trace_rows)
             write_csv(self.directory / "trace.csv", TRACE_COLUMNS, self.trace)
+        if round_rows is not None:
+            self.round_losses.extend(round_rows)
+            write_csv(self.directory / "round_losses.csv", ROUND_LOSS_COLUMNS, self.round_losses)
 
     def write_batch_accuracy(self, rows: list[dict]) -> None:
         write_csv(self.directory / "batch_accuracy.csv", BATCH_ACCURACY_COLUMNS, rows)
 
     def state_dict(self) -> dict:
         """The rows written so far: a resumed run rewrites its files from these."""
-        return {"metrics": self.metrics, "trace": self.trace}
+        return {"metrics": self.metrics, "trace": self.trace, "round_losses": self.round_losses}
 
     def load_state_dict(self, state: dict) -> None:
         self.metrics, self.trace = list(state["metrics"]), list(state["trace"])
+        self.round_losses = list(state.get("round_losses", []))  # absent from checkpoints made before the probe
 
     def save_checkpoint(self, loop_state: dict, seconds: float) -> None:
         """checkpoint.pt: the loop's state, the rows so far, the clock and this run's id (CHECKPOINT_KEYS)."""

@@ -40,11 +40,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records
 from hardsamples.config_checks import check_group_choices, check_override_keys
-from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device
+from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device, train_subset
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
 from hardsamples.layout import CONF_DIR
 from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss, segments_to_trace
+from hardsamples.probe import RoundProbe
 from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
@@ -136,6 +137,9 @@ def ended_status(err: BaseException) -> str:
 def load_data(cfg: DictConfig, runtime: Runtime) -> DeviceData:
     """The dataset on the training device, resized and normalised once; refused if it cannot give a number."""
     host = load_host_data(cfg)
+    if cfg.dataset.get("subset") is not None:  # a fixed share of the training split (dataset.subset)
+        seed = cfg.dataset.subset_seed if cfg.dataset.get("subset_seed") is not None else cfg.seed
+        host = train_subset(host, cfg.dataset.subset, seed)
     check_data(cfg, len(host.train_labels), len(host.test_labels))
     return to_device(host, cfg.image_size, cfg.fidelity.normalization, runtime.device, runtime.memory_format)
 
@@ -181,6 +185,7 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
     else:
         train_ids = train_ids.to(data.train_labels.device)
         train_images, train_labels = data.train_images[train_ids], data.train_labels[train_ids]
+    probe = attach_probe(cfg, loop, record)
     train = test = None
     with progress_bar(cfg, loop) as bar:
         while loop.state.updates < loop.budget:
@@ -198,7 +203,8 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             train = evaluate(loop.model, data, train_images, train_labels, settings)
             test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
             row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
-            record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
+            record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None,
+                                probe.take_rows() if probe else None)
             if cfg.record.checkpoint:
                 record.save_checkpoint(loop.state_dict(), stopwatch.seconds)
             mirror.log_interval(row)
@@ -209,6 +215,17 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
     write_final_accuracy(loop, record, settings, train if train_ids is None else None, test)
     record.set_status("finished", finished_at=now())
     return "finished"
+
+
+def attach_probe(cfg: DictConfig, loop: UpdateLoop, record: RunRecord) -> RoundProbe | None:
+    """With record.round_losses, the mechanism probe measures each interval's first round (probe.py);
+    a policy that trains every batch chooses nothing, so it has nothing to probe."""
+    if not cfg.record.get("round_losses", False) or loop.policy.k >= loop.num_batches:
+        return None
+    probe = RoundProbe(loop)
+    probe.resume_after(record.round_losses)
+    loop.on_round = probe
+    return probe
 
 
 @contextlib.contextmanager
