@@ -32,7 +32,8 @@ def step_curve(epochs: int, e: int, high: float = 2.0, low: float = 0.01) -> lis
 def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1.0, seed=0, fidelity="paper_code",
               epochs=10, e=5, train_top1=90.0, test_top1=60.0, status="finished", intervals=None,
               batch_top1=(50.0, 60.0, 70.0), seconds_per_update=0.01, image_size=32, batch_size=64, losses=None,
-              method_options=None, fidelity_options=None, train_seconds=None, final_top1=None, test_curve=None):
+              method_options=None, fidelity_options=None, train_seconds=None, final_top1=None, test_curve=None,
+              train_curve=None, num_batches=10):
     """One run directory shaped as hardsamples.train writes it. train_seconds (seconds per update of the
     updates alone) and final_top1 (the final-model evaluation's batch top-1s) write the newer record
     format: a train_seconds column, and batch_accuracy.csv rows marked evaluation=interval/final."""
@@ -47,11 +48,12 @@ def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1
     write_json(run_dir / "run.json", {
         "status": status, "error": "training loss became nan" if status == "diverged" else None,
         "run_id": name, "run_name": name, "sweep": "test", "model": model, "dataset": dataset, "method": method,
-        "delta": delta, "seed": seed, "fidelity": fidelity, "num_batches": 10, "k": 10, "epochs": epochs,
+        "delta": delta, "seed": seed, "fidelity": fidelity, "num_batches": num_batches, "k": 10, "epochs": epochs,
         "update_budget": 10 * epochs, "batch_size": batch_size, "image_size": image_size, "num_classes": 10,
         "finished_at": f"2026-01-01T00:00:{seed:02d}+00:00" if status == "finished" else None, "config": config})
     losses = losses or step_curve(epochs, e)
-    rows = [{"interval": t, "updates": 10 * t, "train_loss": losses[t - 1], "train_top1": train_top1,
+    rows = [{"interval": t, "updates": 10 * t, "train_loss": losses[t - 1],
+             "train_top1": train_top1 if train_curve is None else train_curve[t - 1],
              "seen_train_loss": losses[t - 1], "test_loss": 1.0,
              "test_top1": test_top1 if test_curve is None else test_curve[t - 1],
              "seconds": seconds_per_update * 10 * t, "extra_forward_passes": 0}
@@ -251,7 +253,7 @@ def test_sensitivity_has_every_rule(tmp_path):
     assert data.loc[0.5, "e_absolute_censored"] == 1 and math.isnan(data.loc[0.5, "e_absolute_mean"])
     assert data.loc[0.5, "e_absolute_censored_why"] == "1 never met" and data.loc[0.5, "pairs_censored_absolute"] == 1
     summary = sections["sensitivity_summary"].data.set_index("rule")
-    assert set(summary.index) == {"relative", "relative_coarse", "plateau", "absolute"}
+    assert set(summary.index) == {"relative", "relative_narrow", "relative_wide", "plateau", "absolute"}
 
 
 class FakeWandbRun:

@@ -7,6 +7,8 @@ each one against its definition.
                     scipy.stats.bootstrap (BCa) where n allows, paired t-test (scipy.stats.ttest_rel),
                     effect size d_z = mean(d) / sd(d).
   paired_ratio      the same on log(e_1 / e_delta): a geometric-mean speed ratio with its interval.
+  tost_paired       equivalence: statsmodels ttost_paired (two one-sided paired t-tests) against a
+                    plan's margin, on differences or on log ratios.
   holm              statsmodels multipletests(method="holm") over the cells of one table.
   seeds_needed      statsmodels TTestPower: seeds for a paired t-test to detect a given difference
                     at the observed spread of the paired differences.
@@ -130,6 +132,28 @@ def paired_ratio(e_one, e_delta, confidence: float = 0.95, bootstrap_min: int = 
     r = paired(log_one, log_other, confidence, bootstrap_min, resamples)
     return Paired(r.n, math.exp(r.estimate) if r.n else math.nan, math.exp(r.low), math.exp(r.high),
                   math.exp(r.boot_low), math.exp(r.boot_high), r.p_value, r.effect_size, r.sd)
+
+
+def tost_paired(x, y, low: float, high: float, log_scale: bool = False) -> float:
+    """Two one-sided paired t-tests (statsmodels ttost_paired) of low < mean(x - y) < high, or with
+    log_scale of low < x / y < high as a difference of logs: the p-value of "not equivalent" (the larger
+    of the two one-sided p-values). Pairs with a NaN (or, on logs, a non-positive value) are dropped;
+    NaN with fewer than 2 pairs. Identical differences give 0 inside the margin and 1 outside it."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if log_scale:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x, y = np.log(np.where(x > 0, x, np.nan)), np.log(np.where(y > 0, y, np.nan))
+        low, high = math.log(low), math.log(high)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if len(x) < 2:
+        return math.nan
+    d = x - y
+    if np.ptp(d) == 0:  # no spread: the t statistics are infinite, the answer is known
+        return 0.0 if low < d[0] < high else 1.0
+    return float(ttost_paired(x, y, low, high)[0])
 
 
 def ratio_to_delta_e_pct(ratio: float) -> float:

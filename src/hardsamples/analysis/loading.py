@@ -234,7 +234,7 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
                                                 "test_loss", "test_top1"]]
     runs = runs.join(last.rename(columns={"interval": "intervals"}))
     runs["intervals"] = runs["intervals"].fillna(0).astype(int)
-    for metric in ("train_loss", "test_top1"):
+    for metric in ("train_loss", "train_top1", "test_top1"):
         curve = curves[metric].apply(lambda s: s.to_numpy(dtype=float)).reindex(runs.index)
         runs[f"{metric}_curve"] = [c if isinstance(c, np.ndarray) else np.array([]) for c in curve]
     timing = curves.apply(update_time, include_groups=False).reindex(runs.index)

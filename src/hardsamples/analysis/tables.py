@@ -362,7 +362,7 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
         display[f"{name}: Δe %"] = [delta_e_cell(r, f"delta_e_{name}") for _, r in
                                     sensitivity.rename(columns={f"pairs_converged_{name}": "pairs_converged",
                                                                 f"pairs_censored_{name}": "pairs_censored"}).iterrows()]
-    rule_lines = [f"{name}: {describe_rule(rule)}" + (" (the default here)" if name == chosen else "")
+    rule_lines = [f"{name}: {describe_rule(rule, guards)}" + (" (the default here)" if name == chosen else "")
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
     summary_display = summary.assign(**{c: summary[c].map(number) for c in summary if c.startswith("mean")})
@@ -426,10 +426,12 @@ def status_sections(runs: pd.DataFrame, warnings: list[str]) -> list[Section]:
                     [c for c in runs if c.startswith(("e_", "converged_"))]], notes=notes)]
 
 
-def describe_rule(rule: dict) -> str:
+def describe_rule(rule: dict, guards: dict | None = None) -> str:
+    """The rule's kind and parameters, and any guard it sets apart from the shared ones (a noise band)."""
     from hardsamples.analysis.convergence import GUARDS
 
-    return rule["kind"] + " (" + ", ".join(f"{k}={v}" for k, v in rule.items() if k != "kind" and k not in GUARDS) + ")"
+    own = {k: v for k, v in rule.items() if k != "kind" and (k not in GUARDS or (guards and v != guards.get(k)))}
+    return rule["kind"] + " (" + ", ".join(f"{k}={v}" for k, v in own.items()) + ")"
 
 
 # ---------------------------------------------------------------------------------- output
@@ -565,6 +567,11 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
     runs = aggregate.summarise_runs(df, rules)
     rows = aggregate.group_rows(runs, rules, cfg.convergence.rule, cfg.confidence, settings_of(cfg))
     sections = status_sections(runs, aggregate.config_warnings(runs))
+    if cfg.get("plan"):  # a study's plan: its verdicts come first
+        from hardsamples.analysis.plan import load_plan
+        from hardsamples.analysis.plan_sections import plan_sections
+
+        sections = plan_sections(runs, load_plan(cfg.plan), rules, cfg.convergence.rule, cfg.confidence) + sections
     if len(rows):
         rule_text = f"{cfg.convergence.rule} = {describe_rule(rules[cfg.convergence.rule])}"
         sections += delta_sections(aggregate.delta_table(rows, paper), rule_text)
