@@ -67,14 +67,14 @@ def test_one_blip_does_not_move_e():
     curve = converging(at=38)
     blipped = curve.copy()
     blipped[69] += 0.05  # t = 70
-    for name in ("relative", "relative_coarse"):
+    for name in ("relative", "relative_narrow", "relative_wide"):
         assert convergence_epoch(curve, **rule(name)).epoch == convergence_epoch(blipped, **rule(name)).epoch
     assert convergence_epoch(blipped, **rule("relative")).epoch == 38
     # without smoothing the blip moves e past it: what the median is for
     assert convergence_epoch(blipped, **{**rule("relative"), "smooth": 1}).epoch == 71
 
 
-@pytest.mark.parametrize("name", ["relative", "relative_coarse", "absolute"])
+@pytest.mark.parametrize("name", ["relative", "relative_narrow", "relative_wide", "absolute"])
 def test_a_never_settling_curve_is_censored(name):
     """Falls, then swings between 0.5 and 0.02 to the end: never stays in any band."""
     curve = list(np.linspace(2.3, 0.5, 10)) + [0.5, 0.02] * 20

@@ -257,7 +257,8 @@ def _delta_e_columns(mine, base, name, confidence, boot) -> dict:
 
 def _reach_columns(mine, base, metric, higher, confidence, boot, settings) -> dict:
     """Epochs for delta to reach the same seed's delta = 1 target (best or final, smoothed), and the
-    delta = 1 run's own epochs to it; the speed-up t_1 / t_delta over seeds that reached it."""
+    delta = 1 run's own epochs to it over the same seeds (those where delta reached it); the speed-up
+    t_1 / t_delta over those seeds."""
     kind, smooth = settings["reach_target"], settings["smooth"]
     t_one, t_mine = [], []
     for seed in mine.index:
@@ -267,8 +268,9 @@ def _reach_columns(mine, base, metric, higher, confidence, boot, settings) -> di
     t_one, t_mine = (np.array([math.nan if t is None else t for t in ts], dtype=float) for ts in (t_one, t_mine))
     r = paired_ratio(t_one, t_mine, confidence, *boot)
     name = f"reach_{metric}"
-    return {f"{name}_epochs": np.nanmean(t_mine) if np.isfinite(t_mine).any() else math.nan,
-            f"{name}_base_epochs": np.nanmean(t_one) if np.isfinite(t_one).any() else math.nan,
+    reached = np.isfinite(t_mine)  # the comparator is delta = 1's own time over the same seeds
+    return {f"{name}_epochs": np.nanmean(t_mine) if reached.any() else math.nan,
+            f"{name}_base_epochs": np.nanmean(t_one[reached]) if np.isfinite(t_one[reached]).any() else math.nan,
             f"{name}_reached": int(np.isfinite(t_mine).sum()), f"{name}_speedup": r.estimate,
             f"{name}_speedup_low": r.low, f"{name}_speedup_high": r.high}
 
