@@ -27,7 +27,7 @@ GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and any(p.glob(
 OPTIONS = [(group, option) for group in GROUPS for option in group_choices(group)]
 EXPERIMENTS = group_choices("experiment")
 # The settings shared by the two Fashion-MNIST grids: a file to inherit from, not a grid of its own.
-NOT_A_GRID = {"fashion_mnist_setup"}
+NOT_A_GRID = {"fashion_mnist_setup", "fashion_mnist_memorise_setup"}
 
 
 def composed_each(overrides: list[list[str]], with_hydra: bool = True) -> list[DictConfig]:
