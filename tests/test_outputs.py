@@ -22,9 +22,9 @@ import pytest
 from conftest import ROOT
 from test_tables import write_run
 
-from hardsamples.analysis.aggregate import BLOCK
 from hardsamples.analysis.inference import t_interval
-from hardsamples.analysis.plots import FIGURE_SIZE_IN, FIGURE_STYLE, PNG_DPI, block_figure, convergence_figures
+from hardsamples.analysis.plots import (FIGURE_BLOCK, FIGURE_SIZE_IN, FIGURE_STYLE, PALETTE, PNG_DPI, block_figure,
+                                        convergence_figures)
 from hardsamples.analysis.tables import Section, build, latex, tex_text
 from hardsamples.tables import compose, main
 
@@ -192,8 +192,8 @@ def test_the_difference_panels_show_the_paired_mean_and_its_t_interval(synthetic
 
     runs_dir, _ = synthetic
     _, df, runs, rows = build(compose([f"runs={runs_dir}", "table2=false", "figures=false"]))
-    block = df.merge(runs[["run_dir", "variant"]], on="run_dir")
-    info = block.iloc[0][BLOCK].to_dict()
+    block = df.merge(runs[["run_dir", "variant", "settings"]], on="run_dir")
+    info = block.iloc[0][FIGURE_BLOCK].to_dict()
     with plt.rc_context(FIGURE_STYLE):
         fig = block_figure(plt, block, rows, info, 0.95)
     try:
@@ -213,6 +213,7 @@ def test_the_difference_panels_show_the_paired_mean_and_its_t_interval(synthetic
             low, high = ax.get_ylim()
             assert not low <= ax.lines[2].get_ydata().mean() <= high
             assert [t.get_text() for t in ax.texts] == ["off scale: random_batches δ=0.5"]
-        assert "95% t-interval across seeds" in fig._suptitle.get_text()
+        assert "95% t-interval across seeds" in fig.axes[0].get_title()
+        assert fig._suptitle.get_text() == "ResNet-18 on CIFAR-10: the authors' protocol, 10 epochs, batch 64, 32 × 32 px"
     finally:
         plt.close(fig)

@@ -41,7 +41,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hardsamples import records
+from hardsamples import cells, records
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
 
@@ -365,21 +365,18 @@ def final_row(run_dir: Path) -> tuple[dict, dict] | None:
 
 
 def cell_lines(run_dirs: list[Path]) -> list[str]:
-    """Per cell (model, dataset, method, delta, protocol): the seeds' mean final test top-1 and train
-    loss with their sd, a first look only; `make tables` gives e, delta-e and their 95% CIs."""
-    cells: dict[tuple, list[dict]] = {}
-    for run_dir in run_dirs:
-        found = final_row(run_dir)
-        if found:
-            header, row = found
-            key = tuple(str(header.get(k)) for k in ("model", "dataset", "method", "delta", "fidelity"))
-            cells.setdefault(key, []).append(row)
-    lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if cells else []
-    for (model, dataset, method, delta, fidelity), rows in sorted(cells.items()):
+    """Per cell (cells.py: model, dataset, method, delta, protocol and the settings the sweep varied):
+    the seeds' mean final test top-1 and train loss with their sd, a first look only; `make tables`
+    gives e, delta-e and their 95% CIs, cell by cell the same."""
+    found = [row for row in map(final_row, run_dirs) if row]
+    by_cell: dict[str, list[dict]] = {}
+    for cell, (_, row) in zip(cells.cells_of([header for header, _ in found]), found):
+        by_cell.setdefault(cells.label(cell), []).append(row)
+    lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if by_cell else []
+    for label, rows in sorted(by_cell.items()):
         top1 = mean_sd([float(r["test_top1"]) for r in rows], 2)
         loss = mean_sd([float(r["train_loss"]) for r in rows], 4)
-        lines.append(f"    {model} {dataset} {method} d{delta} {fidelity}: {len(rows)} run(s),"
-                     f" test top-1 {top1}, train loss {loss}")
+        lines.append(f"    {label}: {len(rows)} run(s), test top-1 {top1}, train loss {loss}")
     return lines
 
 

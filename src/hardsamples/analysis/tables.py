@@ -22,7 +22,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hardsamples.analysis import aggregate
-from hardsamples.analysis.aggregate import protocol_slug, protocol_text
+from hardsamples import cells
+from hardsamples.analysis.aggregate import protocol_slug
+from hardsamples.cells import protocol_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
@@ -31,7 +33,7 @@ from hardsamples.analysis.inference import MIN_SEEDS, Interval, few_seeds
 
 DEFAULT_OUT = "results/tables"
 # Columns of the Tables 3-5 CSV, in this order (the paper's after ours).
-DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
+DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
              "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high", "train_top1_batch_mean",
              "train_top1_batch_ci95", "test_top1_mean", "test_top1_ci95", "test_top1_low", "test_top1_high",
              "test_top1_batch_mean", "test_top1_batch_ci95", "batch_evaluation", "pairs", "test_top1_diff",
@@ -90,12 +92,45 @@ def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
     return f"{number(estimate, digits, True)} [{number(low, digits, True)}, {number(high, digits, True)}]{few_seeds(n)}"
 
 
+def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """One column per setting a sweep varied (cells.py), from the frame's `settings`; none when no
+    setting varied (then the tables look as they always did)."""
+    if "settings" not in frame:
+        return {}
+    parsed = [cells.split_settings(text) for text in frame["settings"]]
+    keys = list(dict.fromkeys(key for settings in parsed for key in settings))
+    return {key: [settings.get(key, "") for settings in parsed] for key in keys}
+
+
+def with_settings(display: pd.DataFrame, frame: pd.DataFrame, after: str = "δ") -> pd.DataFrame:
+    """The display (one row per row of frame, in its order) with a column per varied setting after `after`."""
+    columns = setting_columns(frame)
+    if not columns:
+        return display
+    display = display.copy()
+    position = display.columns.get_loc(after) + 1 if after in display else len(display.columns)
+    for offset, (key, values) in enumerate(columns.items()):
+        display.insert(position + offset, key, values)
+    return display
+
+
+def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's `settings` column as one column per setting, in its place; dropped when none varied."""
+    if "settings" not in data:
+        return data
+    columns, position = setting_columns(data), data.columns.get_loc("settings")
+    data = data.drop(columns="settings")
+    for offset, (key, values) in enumerate(columns.items()):
+        data.insert(position + offset, key, values)
+    return data
+
+
 def p_text(p) -> str:
     return "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def method_labels(table: pd.DataFrame) -> list[str]:
-    return [m + (f" ({v})" if v else "") for m, v in zip(table["method"], table["variant"])]
+    return [cells.method_text(row) for _, row in table.iterrows()]
 
 
 def paper_cell(mean, ci) -> str:
@@ -216,7 +251,7 @@ def delta_display(part: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
         columns["paper Δe %"] = part["paper_delta_e_pct"].map(number)
         columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: number(v, 2, True))
     columns["not in means"] = part["not_in_means"].fillna("")
-    return pd.DataFrame(columns).reset_index(drop=True)
+    return with_settings(pd.DataFrame(columns).reset_index(drop=True), part)
 
 
 def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
@@ -249,7 +284,7 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
              "To δ=1's target: epoch-equivalents for δ to reach the same seed's δ = 1.0 best train loss / best"
              " test top-1 (running median of 3), mean over the seeds that reached it, vs δ = 1.0's own epochs to it;"
              " ×: geometric-mean speed-up t₁ / t_δ. 'never': censored in every seed."]
-    return Section(key, title, display.reset_index(drop=True), notes=notes + seeds_note(part))
+    return Section(key, title, with_settings(display.reset_index(drop=True), part), notes=notes + seeds_note(part))
 
 
 def table6_section(t6: pd.DataFrame) -> Section:
@@ -273,6 +308,7 @@ def table6_section(t6: pd.DataFrame) -> Section:
              " (simulated, 200,000 seeded draws).",
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
              f" {number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
+    display = with_settings(display, t6, after="protocol")
     return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone", display, t6,
                    notes=notes)
 
@@ -297,7 +333,7 @@ def table1_section(t1: pd.DataFrame) -> Section:
         notes.append("wall clock (records without train_seconds): the run's cumulative seconds over its updates,"
                      " which include evaluation, checkpoints, process and W&B start-up; in a sweep δ = 1.0 runs first"
                      " and pays the warm-up, so its ratios are an ordering artefact as much as a cost.")
-    return Section("table1", "Table 1: seconds per update", display, t1, notes=notes + seeds_note(t1))
+    return Section("table1", "Table 1: seconds per update", with_settings(display, t1), t1, notes=notes + seeds_note(t1))
 
 
 TIMING_TEXT = {"train_seconds": "train seconds (updates only)", "wall clock": "wall clock (incl. evaluation, start-up)"}
@@ -343,7 +379,7 @@ def methods_section(methods: pd.DataFrame) -> Section:
         "to standard's test top-1": [reach_cell(r, "test_top1") for _, r in methods.iterrows()],
         "not in means": methods["not_in_means"].fillna("")})
     return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, protocol and seeds)",
-                   display, methods,
+                   with_settings(display, methods), methods,
                    notes=["Every difference is paired by seed: mean [95% t-interval]; p Holm: paired t-test, Holm's"
                           " correction over the rows of this table. Δe % = (e_standard / e_method − 1) × 100 over seeds"
                           " where both converged; censored pairs counted (see the Tables 3-5 notes)."]
@@ -366,7 +402,8 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
     summary_display = summary.assign(**{c: summary[c].map(number) for c in summary if c.startswith("mean")})
-    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", display, sensitivity,
+    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", with_settings(display, sensitivity),
+                    sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
             Section("sensitivity_summary", "Sensitivity summary: the sign of Δe for δ < 1 under each rule",
@@ -406,7 +443,7 @@ def consistency_sections(report: ConsistencyReport) -> list[Section]:
     ]
 
 
-def status_sections(runs: pd.DataFrame, warnings: list[str]) -> list[Section]:
+def status_sections(runs: pd.DataFrame) -> list[Section]:
     counts = runs["status"].fillna("unreadable").value_counts()
     left_out = runs[~runs["included"]]
     display = pd.DataFrame({
@@ -419,10 +456,9 @@ def status_sections(runs: pd.DataFrame, warnings: list[str]) -> list[Section]:
              f"{int(runs['included'].sum())} enter the means")
     notes = (["The runs in this table are counted in the tables' 'not in means' column and never averaged in."]
              if len(left_out) else ["Every run finished and enters the means."])
-    notes += [f"Warning: {w}" for w in warnings]
-    columns = ["run_dir", "dataset", "model", "method", "delta", "seed", *PROTOCOL, "status", "included", "note",
+    columns = ["run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
                "intervals", "train_top1", "test_top1", "seconds_per_update", "error"]
-    return [Section("runs", title, display.reset_index(drop=True), runs[[c for c in columns if c in runs] +
+    return [Section("runs", title, with_settings(display.reset_index(drop=True), left_out), runs[[c for c in columns if c in runs] +
                     [c for c in runs if c.startswith(("e_", "converged_"))]], notes=notes)]
 
 
@@ -521,7 +557,7 @@ def write_outputs(sections: list[Section], out: Path, header: str) -> str:
                                     + "\n".join(latex(s) for s in sections))
     for section in sections:
         if section.data is not None:
-            section.data.to_csv(out / f"{section.key}.csv", index=False)
+            expanded_settings(section.data).to_csv(out / f"{section.key}.csv", index=False)
     return document
 
 
@@ -564,7 +600,7 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
     paper, report = paper_and_report(cfg.paper_dir)
     runs = aggregate.summarise_runs(df, rules)
     rows = aggregate.group_rows(runs, rules, cfg.convergence.rule, cfg.confidence, settings_of(cfg))
-    sections = status_sections(runs, aggregate.config_warnings(runs))
+    sections = status_sections(runs)
     if len(rows):
         rule_text = f"{cfg.convergence.rule} = {describe_rule(rules[cfg.convergence.rule])}"
         sections += delta_sections(aggregate.delta_table(rows, paper), rule_text)
