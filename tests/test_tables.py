@@ -471,3 +471,19 @@ def test_methods_paired_by_seed_on_the_studys_shape(tmp_path):
     assert trimming["e_censored"] == 5 and trimming["pairs_censored"] == 5 and trimming["later"] == 5
     assert "5 still falling" in trimming["e_censored_why"]
     assert "– (5 of 5 censored: 5 still falling)" in set(sections["methods"].display["e"])
+
+
+@pytest.mark.parametrize("dataset, setting, reported", [
+    ("cifar10", "auto", True), ("digits", "auto", False), ("digits", "true", True), ("cifar10", "false", False)])
+def test_the_paper_is_checked_against_itself_only_beside_its_datasets(tmp_path, dataset, setting, reported):
+    write_run(tmp_path, dataset=dataset)
+    sections, _, _ = tables_for(tmp_path, paper_consistency=setting)
+    assert ("consistency_delta_e" in sections) is reported
+
+
+def test_an_unknown_paper_consistency_is_one_line(tmp_path):
+    from hardsamples.errors import ConfigError
+
+    write_run(tmp_path)
+    with pytest.raises(ConfigError, match="paper_consistency=sometimes is unknown: use auto"):
+        tables_for(tmp_path, paper_consistency="sometimes")

@@ -613,8 +613,20 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
         sensitivity = aggregate.sensitivity_table(rows, rules)
         sections += sensitivity_sections(sensitivity, aggregate.sensitivity_summary(sensitivity, rules), rules,
                                          cfg.convergence.rule, OmegaConf.to_container(cfg.convergence.guards))
-    sections += consistency_sections(report)
+    if paper_records_wanted(cfg.paper_consistency, runs):
+        sections += consistency_sections(report)
     return sections, df, runs, rows
+
+
+def paper_records_wanted(setting, runs: pd.DataFrame) -> bool:
+    """paper_consistency (conf/tables.yaml): auto reports the paper against itself only beside runs of
+    the paper's datasets (CIFAR-10, CIFAR-100, STL-10); true always; false never."""
+    if setting == "auto":
+        return bool(runs["dataset"].isin(list(TABLE_OF_DATASET)).any())
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"paper_consistency={setting} is unknown: use auto (beside runs of the paper's datasets),"
+                      " true or false")
 
 
 @functools.lru_cache(maxsize=2)
