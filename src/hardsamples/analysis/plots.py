@@ -8,6 +8,7 @@ interval (mean paired difference, 95% t-interval across seeds), against a zero l
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ FIGURE_SIZE_IN = (7.0, 5.4)
 # so lines are told apart without colour too.
 PALETTE = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-MARKED_POINTS = 12  # a longer line marks about this many of its points
+MARKED_POINTS = 8  # a longer line marks about this many of its points
 FIGURE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
                 "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,
                 "lines.linewidth": 1.2, "lines.markersize": 3.5, "axes.prop_cycle": cycler(color=PALETTE)}
@@ -100,11 +101,10 @@ def block_figure(plt, block: pd.DataFrame, rows: pd.DataFrame, info: dict, confi
                 extents[ax][label] = (*extent, is_delta)
     for ax, lines in extents.items():
         _fit_to_deltas(ax, lines)
-    band = f"band: {confidence:.0%} t-interval across seeds"
-    loss_ax.set(ylabel="train loss", yscale="log", title=f"Train loss, mean over seeds ({band}; dot: mean e)")
-    test_ax.set(ylabel="test top-1 (%)", title=f"Test top-1, mean over seeds ({band})")
-    loss_diff_ax.set(ylabel="Δ train loss", title="Train loss minus the same seed's δ = 1 run (mean, band)")
-    test_diff_ax.set(ylabel="Δ test top-1 (pp)", title="Test top-1 minus the same seed's δ = 1 run (mean, band)")
+    loss_ax.set(ylabel="train loss", yscale="log", title="Train loss, mean over seeds")
+    test_ax.set(ylabel="test top-1 (%)", title="Test top-1, mean over seeds")
+    loss_diff_ax.set(ylabel="Δ train loss", title="Train loss minus the same seed's δ = 1 run")
+    test_diff_ax.set(ylabel="Δ test top-1 (pp)", title="Test top-1 minus the same seed's δ = 1 run")
     for ax in (loss_diff_ax, test_diff_ax):
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--", zorder=1)
         if not paired_any:
@@ -115,7 +115,9 @@ def block_figure(plt, block: pd.DataFrame, rows: pd.DataFrame, info: dict, confi
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = loss_ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False,
+               title=f"Bands: {confidence:.0%} t-interval across seeds. Dots: mean e of the seeds that converged.",
+               title_fontsize=FIGURE_STYLE["legend.fontsize"])
     fig.suptitle(figure_title(info))
     return fig
 
@@ -180,7 +182,7 @@ def _plot_band(ax, by_interval, confidence: float, style: dict, clip=(None, None
     intervals = [t_interval(by_interval.get_group(i), confidence) for i in t]
     mean = np.array([iv.mean for iv in intervals])
     half = np.array([iv.half_width for iv in intervals])
-    ax.plot(t, mean, label=label, markevery=max(1, round(len(t) / MARKED_POINTS)), **style)
+    ax.plot(t, mean, label=label, markevery=math.ceil(len(t) / MARKED_POINTS), **style)
     low, high = mean, mean
     if np.isfinite(half).any():
         low, high = np.clip(mean - half, *clip), np.clip(mean + half, *clip)  # a band past 100% says nothing

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
 from hardsamples.analysis.inference import MIN_SEEDS, Interval, few_seeds
+from hardsamples.analysis.latex import PACKAGES, TEXT_WIDTH_PT, latex
 
 DEFAULT_OUT = "results/tables"
 # Columns of the Tables 3-5 CSV, in this order (the paper's after ours).
@@ -111,6 +111,7 @@ def with_settings(display: pd.DataFrame, frame: pd.DataFrame, after: str = "δ")
     position = display.columns.get_loc(after) + 1 if after in display else len(display.columns)
     for offset, (key, values) in enumerate(columns.items()):
         display.insert(position + offset, key, values)
+    display.attrs["settings"] = list(columns)  # row labels, which tables.tex repeats in every part
     return display
 
 
@@ -476,85 +477,15 @@ def markdown(section: Section) -> str:
     return f"## {section.title}\n\n{body}\n{notes}\n"
 
 
-def latex(section: Section) -> str:
-    """One booktabs table float, centred: numeric columns right-aligned, every cell and the caption
-    converted by tex_text (so it compiles with pdflatex and prints what the Markdown says)."""
-    if not len(section.display):
-        return ""
-    display = section.display.reset_index(drop=True)
-    style = display.style.hide(axis="index").format(lambda v: tex_text(cell_text(v))).format_index(tex_text, axis=1)
-    return style.to_latex(column_format="".join("r" if is_numeric(display[c]) else "l" for c in display),
-                          position_float="centering", hrules=True, caption=tex_text(section.title),
-                          label=f"tab:{section.key}")
-
-
-# LaTeX's special characters in text mode, and the other characters the tables print, as pdflatex
-# typesets them with its default fonts (OT1 prints a bare < > | as the wrong glyph, and stops at
-# a Unicode character it has no definition for).
-TEXT_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "—": "---",
-            "⚠": r"\textbf{!}"}
-MATH_TEX = {"<": "<", ">": ">", "|": "|", "±": r"\pm", "×": r"\times", "−": "-", "≤": r"\leq", "≥": r"\geq",
-            "≈": r"\approx", "→": r"\rightarrow", "√": r"\surd", "·": r"\cdot", "δ": r"\delta", "Δ": r"\Delta",
-            "σ": r"\sigma", **{chr(0x2080 + i): f"_{i}" for i in range(10)}}  # ₀-₉: subscripts
-# A one-letter symbol with a one-character subscript (e_δ, d_z, e₁) is one formula, not an underscore.
-SYMBOL = re.compile(r"(?<![A-Za-z0-9])([A-Za-z])(?:_([A-Za-z0-9δ])|([₀-₉]))(?![A-Za-z0-9_₀-₉])")
-NEGATIVE = re.compile(r"(?<![A-Za-z0-9.])-(?=\d)")  # -0.21, [-63.14, ...]; not the hyphen of d-0.2 or a range
-NUMERIC_CELL = re.compile(r"^(?:[<≤] ?|\[)?[+\-−]?\d")  # a number (signed), a bound such as <0.001, an interval [low, high]
-PLACEHOLDERS = {"", "-", "–", "n/a"}  # what an empty numeric cell prints
-
-
-def tex_text(text: str) -> str:
-    """Plain text (a cell, a header, a caption) as LaTeX: specials escaped, symbols in math mode,
-    neighbouring formulas merged into one."""
-    pieces: list[tuple[bool, str]] = []  # (math mode, LaTeX)
-    position = 0
-    for match in SYMBOL.finditer(text):
-        pieces += _tex_pieces(text[position:match.start()])
-        letter, subscript = match.group(1), match.group(2) or match.group(3)
-        pieces.append((True, f"{letter}_{{{''.join(MATH_TEX.get(c, c) for c in subscript).lstrip('_')}}}"))
-        position = match.end()
-    pieces += _tex_pieces(text[position:])
-    out, math_run = [], []
-    for is_math, tex in pieces + [(False, "")]:
-        if is_math:
-            math_run.append(tex)
-            continue
-        if math_run:
-            out.append("$" + " ".join(math_run) + "$")
-            math_run = []
-        out.append(tex)
-    return "".join(out)
-
-
-def _tex_pieces(text: str) -> list[tuple[bool, str]]:
-    text = NEGATIVE.sub("−", text)  # the sign of a number is a minus, not a hyphen
-    return [(True, MATH_TEX[c]) if c in MATH_TEX else (False, TEXT_TEX.get(c, c)) for c in text]
-
-
-def cell_text(value) -> str:
-    """A display cell as the Markdown prints it: strings as they are, whole floats without '.0'."""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:g}"
-    return str(value)
-
-
-def is_numeric(column: pd.Series) -> bool:
-    """Right-align a column whose every filled cell starts with a number (mean ± CI, [low, high] and
-    p-value cells included)."""
-    cells = [cell_text(v).strip() for v in column]
-    filled = [c for c in cells if c not in PLACEHOLDERS]
-    return bool(filled) and all(NUMERIC_CELL.match(c) for c in filled)
-
-
-def write_outputs(sections: list[Section], out: Path, header: str) -> str:
+def write_outputs(sections: list[Section], out: Path, header: str, latex_width_pt: float = TEXT_WIDTH_PT) -> str:
     out.mkdir(parents=True, exist_ok=True)
     document = header + "\n" + "\n".join(markdown(s) for s in sections)
     (out / "tables.md").write_text(document)
-    (out / "tables.tex").write_text("% Generated by `make tables`; needs \\usepackage{booktabs}. pdflatex-ready"
-                                    " (ASCII only). The widest tables are wider than a page: pick columns, or"
-                                    " set them in a landscape or \\resizebox.\n\n"
-                                    + "\n".join(latex(s) for s in sections))
+    packages = ", ".join(f"\\usepackage{{{p}}}" for p in PACKAGES)
+    (out / "tables.tex").write_text(f"% Generated by `make tables`; needs {packages}. pdflatex-ready (ASCII only)."
+                                    f" Every table fits a text width of {latex_width_pt:g} pt (latex_width_pt):"
+                                    " a wider one is split by columns into parts; the CSVs hold every column.\n\n"
+                                    + "\n".join(latex(s.key, s.title, s.display, latex_width_pt) for s in sections))
     for section in sections:
         if section.data is not None:
             expanded_settings(section.data).to_csv(out / f"{section.key}.csv", index=False)
@@ -641,7 +572,7 @@ def run(cfg: DictConfig) -> int:
     out = Path(cfg.out)
     source = cfg.runs if cfg.source == "records" else f"W&B {cfg.wandb.entity or ''}/{cfg.wandb.project} group {cfg.wandb.group}"
     header = f"# Tables from {source}\n\nGenerated by `make tables` (python -m hardsamples.tables).\n"
-    document = write_outputs(sections, out, header)
+    document = write_outputs(sections, out, header, cfg.latex_width_pt)
     print(document)
     written = []
     if cfg.figures and len(rows):
