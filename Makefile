@@ -38,7 +38,7 @@ sweep: setup
 
 demo: setup
 	$(MAKE) --no-print-directory sweep SWEEP=demo
-	$(MAKE) --no-print-directory tables RUNS=results/runs/demo OUT=results/demo
+	$(MAKE) --no-print-directory tables RUNS=results/runs/demo OUT=results/demo ARGS=print_tables=false
 
 # The study on real Fashion-MNIST (Debian's dataset-fashion-mnist, or DATA_DIR): both grids, skipping
 # every run already over (the committed records), then its tables and figures, with the paper's consistency
