@@ -119,6 +119,11 @@ def test_installed_scripts_train_and_tabulate_outside_the_checkout(venv, tmp_pat
     tables = run_in(venv, work, "hardsamples-tables", "runs=results/runs", "out=tables", "figures=false")
     assert tables.returncode == 0, tables.stderr[-3000:]
     assert (work / "tables" / "tables.md").is_file() and (work / "tables" / "runs.csv").is_file()
+    import pandas as pd
+
+    pets = pd.read_csv(work / "tables" / "delta_pets.csv")  # the lr sweep: one row per lr, never averaged
+    assert sorted(pets["optimizer.lr"]) == [0.01, 0.05] and (pets["n_seeds"] == 1).all()
+    assert "Paper consistency" not in tables.stdout  # no record of the paper's datasets
 
     bench = run_in(venv, work, "hardsamples-bench", "--help")
     assert bench.returncode == 0, bench.stderr

@@ -122,14 +122,14 @@ def job_count(config) -> int | None:
     return count
 
 
-def sweep_env_overrides(keys: list[str], sweep_id: str, jobs: int | None = None) -> list[str]:
+def sweep_env_overrides(keys: list[str], sweep_id: str, jobs: int | None = None, started: float = 0.0) -> list[str]:
     """Hydra overrides that carry the sweep's settings to its jobs in their own config: each job's
     Hydra sets them in its environment while the job runs (hydra.job.env_set), on whatever machine.
     The launching process's environment is not enough: SLURM does not pass it on under --export=NONE
     (a site's default on some clusters). With them go the sweep's size and start, for its progress line."""
     return [f"++hydra.job.env_set.{SWEPT_ENV}='{','.join(keys)}'", f"++hydra.job.env_set.{SWEEP_ID_ENV}='{sweep_id}'",
             f"++hydra.job.env_set.{SWEEP_JOBS_ENV}='{jobs or ''}'",
-            f"++hydra.job.env_set.{SWEEP_STARTED_ENV}='{time.time():.0f}'"]
+            f"++hydra.job.env_set.{SWEEP_STARTED_ENV}='{started:.0f}'"]
 
 
 def job_swept_keys(root) -> list[str]:
@@ -389,12 +389,12 @@ class SweepSummary(Callback):
         # its own, and two jobs of this sweep on one run leave two notes. The jobs get both in their
         # config (every launcher rebuilds a job's config from these hydra overrides, so it does not depend on
         # what environment SLURM passes on); this process, which notes runs it skips, in its environment.
-        keys, sweep_id, jobs = swept_keys(config), uuid.uuid4().hex[:12], job_count(config)
+        keys, sweep_id, jobs, started = swept_keys(config), uuid.uuid4().hex[:12], job_count(config), time.time()
         os.environ[SWEPT_ENV], os.environ[SWEEP_ID_ENV] = ",".join(keys), sweep_id
-        carried = sweep_env_overrides(keys, sweep_id, jobs)
-        os.environ[SWEEP_JOBS_ENV], os.environ[SWEEP_STARTED_ENV] = str(jobs or ""), carried[-1].split("'")[1]
+        os.environ[SWEEP_JOBS_ENV], os.environ[SWEEP_STARTED_ENV] = str(jobs or ""), f"{started:.0f}"
         with open_dict(config), read_write(config):
-            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *carried]
+            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra,
+                                            *sweep_env_overrides(keys, sweep_id, jobs, started)]
         self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
