@@ -169,7 +169,12 @@ def identity(cell: dict) -> tuple:
 
 def protocol_text(cell) -> str:
     """The protocol in words for a table or a line: 'paper_code, E=20, B=512, 16 px'."""
-    return f"{cell['fidelity']}, E={cell['epochs']:g}, B={cell['batch_size']:g}, {cell['image_size']:g} px"
+    return f"{cell['fidelity']}, E={g(cell['epochs'])}, B={g(cell['batch_size'])}, {g(cell['image_size'])} px"
+
+
+def g(value) -> str:
+    """A number as %g prints it (20, not 20.0); anything else (a record without the field) as it is."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
 def method_text(cell) -> str:
@@ -181,7 +186,7 @@ def label(cell: dict) -> str:
     """One line's name for a cell (the sweep summary):
     'test_resnet digits hard_batches d0.5 paper_code E10 B64 16px optimizer.lr=0.01'."""
     parts = [cell["model"], cell["dataset"], method_text(cell), f"d{cell['delta']}", str(cell["fidelity"]),
-             f"E{cell['epochs']:g}", f"B{cell['batch_size']:g}", f"{cell['image_size']:g}px"]
+             f"E{g(cell['epochs'])}", f"B{g(cell['batch_size'])}", f"{g(cell['image_size'])}px"]
     return " ".join(parts + [cell["settings"].replace(SEPARATOR, " ")] * bool(cell["settings"]))
 
 
@@ -189,7 +194,7 @@ def group(sweep: str, cell: dict) -> str:
     """A W&B group: the sweep, then the cell's fields, '/' between them:
     'demo/test_resnet/digits/hard_batches/d0.5/paper_code/E10_B64_16px/optimizer.lr=0.01'."""
     parts = [sweep, cell["model"], cell["dataset"], method_text(cell), f"d{cell['delta']}", str(cell["fidelity"]),
-             f"E{cell['epochs']:g}_B{cell['batch_size']:g}_{cell['image_size']:g}px"]
+             f"E{g(cell['epochs'])}_B{g(cell['batch_size'])}_{g(cell['image_size'])}px"]
     return "/".join(str(part) for part in parts + split_text(cell["settings"]))
 
 

@@ -108,8 +108,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     check_single_sample_batches(cfg, loop.model, data)
     log.info("%s: %d training images in N = %d fixed batches, k = %d a round, %d updates in all, on %s%s",
              cfg.run_name, data.num_train, loop.num_batches, loop.policy.k, loop.budget, runtime.device,
-             "" if loop.policy.name == cfg.method.tag else f"; recorded as method {loop.policy.name}"
-             + (" (at delta = 1 every batch is trained every round: Algorithm 1)" if loop.policy.name == "standard" else ""))
+             recorded_method(cfg, loop))
     record = RunRecord(run_dir, run_header(cfg, loop, runtime, old))
     stopwatch = resume_if_interrupted(cfg, loop, record, old)
     record.set_status("running", error=None)
@@ -144,6 +143,14 @@ def settings_line(cfg: DictConfig) -> str:
     return (f"model.name={cfg.model.name} dataset.name={cfg.dataset.name} image_size={cfg.image_size}"
             f" epochs={cfg.epochs} batch_size={cfg.batch_size} delta={cfg.delta} method={cfg.method.tag}"
             f" fidelity={cfg.fidelity.name} seed={cfg.seed}" + (f" (preset={preset})" if preset else ""))
+
+
+def recorded_method(cfg: DictConfig, loop: UpdateLoop) -> str:
+    """'; recorded as method standard (...)' where the record names another method than the command."""
+    if loop.policy.name == cfg.method.tag:
+        return ""
+    why = " (at delta = 1 every batch is trained every round: Algorithm 1)" if loop.policy.name == "standard" else ""
+    return f"; recorded as method {loop.policy.name}{why}"
 
 
 def final_result(record: RunRecord) -> str:
@@ -248,13 +255,16 @@ def progress_bar(cfg: DictConfig, loop: UpdateLoop):
     terminal only (logs and sweeps keep their one line per interval); bar, a bar anywhere; log, a log
     line every progress_every_s seconds; off, none. In a sweep each job process draws on a line of its
     own (sweep.bar_position). Log lines are routed around the bar."""
-    mode = OmegaConf.select(cfg, "progress", default="auto")
-    every = float(OmegaConf.select(cfg, "progress_every_s", default=60))  # both checked by validation.check_settings
-    shown = {"auto": None, "bar": False, "log": False, "off": True}[mode]  # tqdm's disable
-    lines = {"file": LogLines(), "mininterval": every, "maxinterval": every, "delay": every, "bar_format": LOG_LINE,
-             "unit": " img"} if mode == "log" else {"position": bar_position(), "dynamic_ncols": True, "unit": "img"}
+    mode = OmegaConf.select(cfg, "progress", default="auto")  # checked by validation.check_settings
+    if mode == "log":
+        every = float(cfg.progress_every_s)
+        options = {"file": LogLines(), "mininterval": every, "maxinterval": every, "delay": every,
+                   "bar_format": LOG_LINE, "unit": " img", "disable": False}
+    else:
+        drawn = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        options = {"position": bar_position() if drawn else 0, "dynamic_ncols": True, "unit": "img", "disable": not drawn}
     bar = tqdm(total=loop.budget, initial=loop.state.updates, desc=cfg.run_name, unit_scale=cfg.batch_size,
-               disable=shown, leave=False, **lines)
+               leave=False, **options)
     loop.on_update = bar.update  # host-side counting only: no device synchronisation
     try:
         with logging_redirect_tqdm():
