@@ -254,7 +254,7 @@ def test_the_difference_panels_show_the_paired_mean_and_its_t_interval(synthetic
         assert "95% t-interval across seeds" in fig.legends[0].get_title().get_text()
         assert [line.get_color() for line in fig.axes[0].lines[:2]] == PALETTE[:2]  # colour-blind safe, δ = 1 black
         assert all(line.get_marker() not in (None, "None", "") for line in fig.axes[0].lines)
-        assert fig._suptitle.get_text() == "ResNet-18 on CIFAR-10: the authors' protocol, 10 epochs, batch 64, 32 × 32 px"
+        assert fig._suptitle.get_text() == "ResNet-18 on CIFAR-10: authors' protocol, 10 epochs, batch 64, 32 × 32 px"
     finally:
         plt.close(fig)
 
@@ -275,5 +275,27 @@ def test_a_one_interval_run_is_drawn_as_marked_points(tmp_path):
         for ax in fig.axes:
             drawn = [line for line in ax.lines if line.get_linestyle() != "--"]
             assert drawn and all(len(line.get_xdata()) == 1 and line.get_marker() not in ("None", "") for line in drawn)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("info", [
+    {"model": "test_resnet", "dataset": "digits", "fidelity": "paper_code", "epochs": 10, "batch_size": 64, "image_size": 16},
+    {"model": "vit_tiny_patch16_224", "dataset": "my_own_flowers_with_a_long_name",
+     "fidelity": "paper_code (eval_average=per_sample, eval_batchnorm=eval)", "epochs": 100, "batch_size": 512,
+     "image_size": 224}])
+def test_the_title_is_in_words_and_fits_the_figure(info):
+    import matplotlib.pyplot as plt
+
+    from hardsamples.analysis.plots import figure_title
+
+    with plt.rc_context(FIGURE_STYLE):
+        fig = plt.figure(figsize=FIGURE_SIZE_IN)
+        title = fig.suptitle(figure_title(info))
+        fig.canvas.draw()
+        extent = title.get_window_extent()
+    try:
+        assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width, (extent, fig.bbox.width)
+        assert "paper_code" not in title.get_text() and "authors' protocol" in title.get_text()
     finally:
         plt.close(fig)

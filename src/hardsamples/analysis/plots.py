@@ -9,6 +9,7 @@ interval (mean paired difference, 95% t-interval across seeds), against a zero l
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,12 @@ FIGURE_BLOCK = [key for key in BLOCK if key != "settings"]  # one figure each; a
 LINE = ["settings", "method", "variant", "delta"]
 # Names in words for the titles; any other name is printed as it is.
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "fashion_mnist": "Fashion-MNIST",
-                 "digits": "scikit-learn's digits", "synthetic": "synthetic data"}
+                 "digits": "scikit-learn digits", "synthetic": "synthetic data"}
 MODEL_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_b4": "EfficientNet-B4",
                "efficientnetv2_s": "EfficientNetV2-S", "mobilenetv3_small_100": "MobileNetV3-S",
-               "test_resnet": "a tiny ResNet (timm's test_resnet)"}
-PROTOCOL_NAMES = {"paper_code": "the authors' protocol", "clean": "the clean protocol"}
+               "test_resnet": "tiny ResNet (timm test_resnet)"}
+PROTOCOL_NAMES = {"paper_code": "authors' protocol", "clean": "clean protocol"}
+TITLE_CHARACTERS = 90  # a longer title wraps: 7 in at 9 pt holds about 95 characters
 
 
 def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame, out_dir,
@@ -123,12 +125,13 @@ def block_figure(plt, block: pd.DataFrame, rows: pd.DataFrame, info: dict, confi
 
 
 def figure_title(info: dict) -> str:
-    """'ResNet-18 on CIFAR-10: the authors' protocol, 100 epochs, batch 512, 128 × 128 px'."""
+    """'ResNet-18 on CIFAR-10: authors' protocol, 100 epochs, batch 512, 128 × 128 px', wrapped when long."""
     fidelity, _, switched = str(info["fidelity"]).partition(" ")
     model, dataset = MODEL_NAMES.get(info["model"], info["model"]), DATASET_NAMES.get(info["dataset"], info["dataset"])
-    return (f"{model[0].upper()}{model[1:]} on {dataset}: {PROTOCOL_NAMES.get(fidelity, fidelity)}"
-            f"{' ' + switched if switched else ''}, {info['epochs']:g} epochs, batch {info['batch_size']:g},"
-            f" {info['image_size']:g} × {info['image_size']:g} px")
+    title = (f"{model[0].upper()}{model[1:]} on {dataset}: {PROTOCOL_NAMES.get(fidelity, fidelity)}"
+             f"{' ' + switched if switched else ''}, {info['epochs']:g} epochs, batch {info['batch_size']:g},"
+             f" {info['image_size']:g} × {info['image_size']:g} px")
+    return textwrap.fill(title, TITLE_CHARACTERS)
 
 
 def paired_differences(line: pd.DataFrame, base: pd.DataFrame, metric: str):
