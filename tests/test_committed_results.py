@@ -4,7 +4,7 @@
 tables tool on those records into a temporary folder and requires every committed table file, and no
 other, to come out byte for byte the same. A change to the statistics or the table layout therefore
 fails here until the committed tables are regenerated (`make tables RUNS=results/fashion_mnist/runs
-OUT=results/fashion_mnist`) and committed with it.
+OUT=results/fashion_mnist ARGS=paper_consistency=true`, as `make study` does) and committed with it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_the_committed_tables_regenerate_identically(tmp_path):
     committed = table_files(STUDY)
     assert committed, "no committed tables under results/fashion_mnist"
     result = subprocess.run([sys.executable, "-m", "hardsamples.tables", "runs=results/fashion_mnist/runs",
-                             f"out={tmp_path}", "figures=false"],
+                             f"out={tmp_path}", "figures=false", "paper_consistency=true"],  # as make study
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     regenerated = table_files(tmp_path)
@@ -48,7 +48,8 @@ def test_the_committed_tables_regenerate_identically(tmp_path):
     drifted = [name for name in committed if regenerated[name] != committed[name]]
     if drifted:
         pytest.fail(f"tables drifted from the committed ones: {drifted}; regenerate with "
-                    "`make tables RUNS=results/fashion_mnist/runs OUT=results/fashion_mnist` and commit")
+                    "`make tables RUNS=results/fashion_mnist/runs OUT=results/fashion_mnist ARGS=paper_consistency=true`"
+                    " and commit")
 
 
 def test_make_study_would_skip_every_committed_run():

@@ -22,15 +22,19 @@ import pytest
 from conftest import ROOT
 from test_tables import write_run
 
-from hardsamples.analysis.aggregate import BLOCK
 from hardsamples.analysis.inference import t_interval
-from hardsamples.analysis.plots import FIGURE_SIZE_IN, FIGURE_STYLE, PNG_DPI, block_figure, convergence_figures
-from hardsamples.analysis.tables import Section, build, latex, tex_text
+from hardsamples.analysis.plots import (FIGURE_BLOCK, FIGURE_SIZE_IN, FIGURE_STYLE, PALETTE, PNG_DPI, block_figure,
+                                        convergence_figures)
+from hardsamples.analysis.latex import PACKAGES, latex, tex_text
+from hardsamples.analysis.tables import build
 from hardsamples.tables import compose, main
 
 STUDY_RUNS = ROOT / "results" / "fashion_mnist" / "runs"
 LATEX_PACKAGES = "texlive-latex-base texlive-latex-recommended"
-DOCUMENT = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables.tex}\n\\end{document}\n"
+# An article at 10 pt (text width 345 pt), every tabular measured: its width goes to the log.
+DOCUMENT = ("\\documentclass{article}\n" + "".join(f"\\usepackage{{{p}}}\n" for p in PACKAGES)
+            + "\\newsavebox{\\measured}\n\\begin{document}\n\\typeout{TEXT WIDTH \\the\\textwidth}\n"
+            "\\input{measured.tex}\n\\end{document}\n")
 # What pdflatex writes when text-mode input holds math or a character it has no glyph for.
 LATEX_ERRORS = ("Missing $", "Unicode character", "Undefined control sequence", "Extra }", "Missing }")
 POINTS_PER_INCH = 72
@@ -79,8 +83,13 @@ def synthetic(tmp_path_factory):
 
 
 def compile_tables(tables_tex, tmp_path) -> str:
+    """pdflatex on tables.tex in an article, each tabular measured in a box; fails on any error or on a
+    table wider than the text."""
     pdflatex = require_pdflatex()
-    (tmp_path / "tables.tex").write_bytes(tables_tex.read_bytes())
+    text = tables_tex.read_text()
+    measured = text.replace("\\begin{tabular}", "\\begin{lrbox}{\\measured}\\begin{tabular}").replace(
+        "\\end{tabular}", "\\end{tabular}\\end{lrbox}\\typeout{TABLE WIDTH \\the\\wd\\measured}\\usebox{\\measured}")
+    (tmp_path / "measured.tex").write_text(measured)
     (tmp_path / "doc.tex").write_text(DOCUMENT)
     result = subprocess.run([pdflatex, "-halt-on-error", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
@@ -88,6 +97,12 @@ def compile_tables(tables_tex, tmp_path) -> str:
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "doc.pdf").is_file()
     assert not [error for error in LATEX_ERRORS if error in log], log[-3000:]
+    text_width = float(re.search(r"TEXT WIDTH ([\d.]+)pt", log).group(1))
+    widths = [float(w) for w in re.findall(r"TABLE WIDTH ([\d.]+)pt", log)]
+    assert text_width == pytest.approx(345.0) and len(widths) == text.count("\\begin{tabular}") > 0
+    too_wide = [w for w in widths if w > text_width]
+    assert not too_wide, f"{len(too_wide)} of {len(widths)} tables are wider than the text ({text_width} pt): {too_wide}"
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)[:5]
     return log
 
 
@@ -112,7 +127,8 @@ def test_tables_tex_is_ascii_with_no_bare_comparison_in_text(which, request):
     out = fixture if which == "study" else fixture[1]
     text = (out / "tables.tex").read_text()
     assert text.isascii(), sorted({c for c in text if not c.isascii()})
-    outside_math = re.sub(r"(?<!\\)\$.*?(?<!\\)\$", "", text)
+    printed = re.sub(r"^\\begin\{tabular\}.*$", "", text, flags=re.M)  # a column spec's >{...} is no text
+    outside_math = re.sub(r"(?<!\\)\$.*?(?<!\\)\$", "", printed)
     assert not re.search(r"[<>|]", outside_math), re.findall(r".{30}[<>|].{0,10}", outside_math)[:5]
     assert text.count("\\begin{table}") == text.count("\\centering") > 0
 
@@ -140,12 +156,34 @@ def test_tex_text_converts_each_character(plain, tex):
 def test_numeric_columns_align_right_in_a_centred_booktabs_float():
     display = pd.DataFrame({"network": ["test_resnet", "ResNet-18"], "seeds": [5, 2], "top-1": ["88.44 ± 0.40", "–"],
                             "p": ["<0.001", "0.320"], "Δ": ["[-0.53, +0.15]", ""], "reach": ["16.2 vs 17.8", "never"]})
-    text = latex(Section("x_y", "Title with 95% and δ < 1", display))
+    text = latex("x_y", "Title with 95% and δ < 1", display)
     assert "\\begin{tabular}{lrrrrl}" in text
     lines = text.splitlines()
     assert lines[:4] == ["\\begin{table}", "\\centering", r"\caption{Title with 95\% and $\delta$ $<$ 1}",
                          "\\label{tab:x_y}"]
     assert [line for line in lines if line.endswith("rule")] == ["\\toprule", "\\midrule", "\\bottomrule"]
+
+
+def test_a_wide_table_is_split_by_columns_with_its_row_labels_in_every_part():
+    values = {f"measure {i}": [f"{i}.123 ± 0.456", f"{i}.5 ± 0.1"] for i in range(12)}
+    display = pd.DataFrame({"network": ["ResNet-18", "ResNet-50"], "δ": ["1", "0.5"], "optimizer.lr": ["0.1", "0.1"],
+                            **values, "empty": ["", ""]})
+    display.attrs["settings"] = ["optimizer.lr"]
+    text = latex("wide", "Wide", display, width_pt=345)
+    floats = text.split("\\begin{table}")[1:]
+    assert len(floats) > 1 and "\\label{tab:wide:2}" in floats[1] and "(continued, part 2 of" in floats[1]
+    for part in floats:  # the row labels repeated; the shared setting in the caption; empty columns left out
+        header = part.split("\\toprule\n")[1].splitlines()[0]
+        assert header.startswith("network & $\\delta$ &") and "optimizer.lr" not in header and "empty" not in header
+        assert "(optimizer.lr: 0.1)" in part.split("\n")[2]
+    assert sum(part.count("measure") for part in floats) == 12
+
+
+def test_a_long_cell_wraps_in_a_column_of_fixed_width():
+    display = pd.DataFrame({"network": ["a", "b"], "e": ["8.5 ± 6.4 ⚠n=2 (3 of 5 censored: 2 too noisy, 1 still falling)",
+                                                         "12.7 [1.0, 20.0]"]})
+    text = latex("w", "W", display)
+    assert "\\begin{tabular}{l>{\\raggedleft\\arraybackslash}p{120pt}}" in text
 
 
 @pytest.mark.parametrize("ci", ["1", None])
@@ -192,8 +230,8 @@ def test_the_difference_panels_show_the_paired_mean_and_its_t_interval(synthetic
 
     runs_dir, _ = synthetic
     _, df, runs, rows = build(compose([f"runs={runs_dir}", "table2=false", "figures=false"]))
-    block = df.merge(runs[["run_dir", "variant"]], on="run_dir")
-    info = block.iloc[0][BLOCK].to_dict()
+    block = df.merge(runs[["run_dir", "variant", "settings"]], on="run_dir")
+    info = block.iloc[0][FIGURE_BLOCK].to_dict()
     with plt.rc_context(FIGURE_STYLE):
         fig = block_figure(plt, block, rows, info, 0.95)
     try:
@@ -213,6 +251,51 @@ def test_the_difference_panels_show_the_paired_mean_and_its_t_interval(synthetic
             low, high = ax.get_ylim()
             assert not low <= ax.lines[2].get_ydata().mean() <= high
             assert [t.get_text() for t in ax.texts] == ["off scale: random_batches δ=0.5"]
-        assert "95% t-interval across seeds" in fig._suptitle.get_text()
+        assert "95% t-interval across seeds" in fig.legends[0].get_title().get_text()
+        assert [line.get_color() for line in fig.axes[0].lines[:2]] == PALETTE[:2]  # colour-blind safe, δ = 1 black
+        assert all(line.get_marker() not in (None, "None", "") for line in fig.axes[0].lines)
+        assert fig._suptitle.get_text() == "ResNet-18 on CIFAR-10: authors' protocol, 10 epochs, batch 64, 32 × 32 px"
+    finally:
+        plt.close(fig)
+
+
+def test_a_one_interval_run_is_drawn_as_marked_points(tmp_path):
+    for seed in (0, 1):
+        for delta in (1.0, 0.5):
+            write_run(tmp_path / "runs", delta=delta, seed=seed, epochs=1, e=1, losses=[1.0])
+    _, df, runs, rows = build(compose([f"runs={tmp_path / 'runs'}", "table2=false", "figures=false"]))
+    written = convergence_figures(df, runs, rows, tmp_path / "figures")
+    assert written
+    import matplotlib.pyplot as plt
+
+    block = df.merge(runs[["run_dir", "variant", "settings"]], on="run_dir")
+    with plt.rc_context(FIGURE_STYLE):
+        fig = block_figure(plt, block, rows, block.iloc[0][FIGURE_BLOCK].to_dict(), 0.95)
+    try:
+        for ax in fig.axes:
+            drawn = [line for line in ax.lines if line.get_linestyle() != "--"]
+            assert drawn and all(len(line.get_xdata()) == 1 and line.get_marker() not in ("None", "") for line in drawn)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("info", [
+    {"model": "test_resnet", "dataset": "digits", "fidelity": "paper_code", "epochs": 10, "batch_size": 64, "image_size": 16},
+    {"model": "vit_tiny_patch16_224", "dataset": "my_own_flowers_with_a_long_name",
+     "fidelity": "paper_code (eval_average=per_sample, eval_batchnorm=eval)", "epochs": 100, "batch_size": 512,
+     "image_size": 224}])
+def test_the_title_is_in_words_and_fits_the_figure(info):
+    import matplotlib.pyplot as plt
+
+    from hardsamples.analysis.plots import figure_title
+
+    with plt.rc_context(FIGURE_STYLE):
+        fig = plt.figure(figsize=FIGURE_SIZE_IN)
+        title = fig.suptitle(figure_title(info))
+        fig.canvas.draw()
+        extent = title.get_window_extent()
+    try:
+        assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width, (extent, fig.bbox.width)
+        assert "paper_code" not in title.get_text() and "authors' protocol" in title.get_text()
     finally:
         plt.close(fig)

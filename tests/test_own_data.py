@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -185,7 +187,7 @@ def test_a_users_function_may_return_datasets(user_module):
     ("three_things", r"returned a tuple of 3: return \(train_images, train_labels\), \(test_images, test_labels\)"),
     ("float_labels", r"returned train labels of shape \(40,\) and dtype torch.float32 for 40 images"),
     ("ragged", r"returned train a Dataset whose items do not stack \(RuntimeError: stack expects each tensor"),
-    ("no_such_function", r"cannot be imported: check the spelling"),
+    ("no_such_function", r"cannot be imported: module user_data_\w+ has no 'no_such_function': check the spelling"),
 ])
 def test_a_wrong_return_is_refused_in_one_line(user_module, function, message):
     with pytest.raises(ConfigError, match=rf"dataset.data._target_={user_module}.{function} {message}") as err:
@@ -220,3 +222,29 @@ def test_the_cli_refuses_a_bad_return_with_exit_2_and_one_line(user_module, tmp_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: dataset.data._target_={user_module}.float_images returned"
                                                    " train images of shape (40, 3, 8, 8) and dtype torch.float32"), lines
+
+
+def test_a_missing_module_is_named_with_the_folder_python_looked_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"dataset.data._target_=no_such_module.make_data cannot be imported: Python"
+                                          r" finds no module no_such_module: there is no no_such_module.py in the"
+                                          rf" working directory \({re.escape(str(tmp_path))}\) or on PYTHONPATH"):
+        load_custom("dataset.data._target_=no_such_module.make_data")
+
+
+def console_script(name: str) -> Path:
+    """The installed console script beside this interpreter (the editable install's, or the wheel's)."""
+    return Path(sys.executable).parent / name
+
+
+def test_the_console_script_finds_a_module_in_the_working_directory_as_python_m_does(tmp_path):
+    """hardsamples-train from the folder that holds my_data.py, with no PYTHONPATH: as `python -m`."""
+    (tmp_path / "my_data_here.py").write_text(textwrap.dedent(MODULE))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([str(console_script("hardsamples-train")), *OWN_RUN, "dataset=custom",
+                             "dataset.data._target_=my_data_here.make_data", "dataset.name=mine"],
+                            cwd=tmp_path, env={**env, "HYDRA_FULL_ERROR": "0"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = (tmp_path / "results" / "runs").rglob("run.json")
+    assert json.loads(record.read_text())["status"] == "finished"

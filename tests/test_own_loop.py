@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import pandas as pd
 import pytest
@@ -24,12 +25,54 @@ def readme_example() -> str:
     return found.group(1)
 
 
-def test_the_readme_example_runs_as_written():
+def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it saves its history in the working directory
     namespace: dict = {}
     exec(compile(readme_example(), "README.md (own-loop example)", "exec"), namespace)
     sampler = namespace["sampler"]
     assert (sampler.num_batches, sampler.k, len(sampler)) == (8, 2, 40)
     assert sampler.observed == 40 and not sampler.unobserved  # every batch reported its loss
+    printed = capsys.readouterr().out.splitlines()  # what it chose, once every N updates
+    assert len(printed) == 5 and printed[0].startswith("epoch-equivalent 1: loss ")
+    assert printed[0].endswith("last round trained batches [0, 1, 2, 3, 4, 5, 6, 7]")
+    history = pd.read_csv(tmp_path / "chosen_batches.csv")
+    assert list(history.columns) == ["update", "round", "batch"] and len(history) == 40
+    assert history.groupby("round")["batch"].apply(list).tolist() == sampler.history
+
+
+def test_the_history_is_each_rounds_choice_and_a_new_pass_starts_it_afresh():
+    sampler = HardBatchSampler(100, batch_size=10, epochs=3, delta=0.3, shuffle=False)
+    ids = run_sampler(sampler, lambda update, batch: float(batch) if update < 10 else -float(update))
+    assert sampler.history[0] == list(range(10)) and sampler.history[1] == [7, 8, 9]
+    assert [b for round_ids in sampler.history for b in round_ids] == ids  # rounds in the order trained
+    assert [len(r) for r in sampler.history] == [10, 3, 3, 3, 3, 3, 3, 2]  # the last round cut to the budget
+    run_sampler(sampler, lambda update, batch: 0.0)
+    assert sampler.history[0] == list(range(10)) and len(sampler.history) == 8
+
+
+def test_interval_complete_marks_every_n_updates():
+    sampler = HardBatchSampler(40, batch_size=10, epochs=3, delta=0.5, shuffle=False)
+    marks = []
+    for _ in sampler:
+        sampler.observe(torch.tensor(1.0))
+        marks.append(sampler.intervals_done if sampler.interval_complete else None)
+    assert [m for m in marks if m is not None] == [1, 2, 3] and marks[3] == 1 and marks[7] == 2 and marks[-1] == 3
+
+
+def test_the_prefetch_warning_points_at_the_users_loop():
+    """With num_workers > 0 torch's DataLoader draws ahead; the warning names the line of the user's loop,
+    not torch's dataloader.py."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dataset = TensorDataset(torch.zeros(40, 1), torch.zeros(40))
+    sampler = HardBatchSampler(dataset, batch_size=10, epochs=2, delta=0.5, shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in loader:  # the line the warning must name
+            sampler.observe(torch.tensor(1.0))
+    prefetch = [w for w in caught if "num_workers=0 for Algorithm 2 exactly" in str(w.message)]
+    assert prefetch and all(w.filename == __file__ for w in prefetch), [(w.filename, w.lineno) for w in prefetch]
 
 
 def run_sampler(sampler: HardBatchSampler, loss_of) -> list[int]:

@@ -105,6 +105,8 @@ def test_a_sweep_over_a_key_outside_the_run_name_gives_every_value_its_own_direc
         assert header["status"] == "finished"
         lrs.add(header["config"]["optimizer"]["lr"])
     assert lrs == {0.005, 0.05}
+    for lr in lrs:  # the summary's cells keep the two learning rates apart (cells.py)
+        assert f" E1 B64 16px optimizer.lr={lr}: 1 run(s), test top-1 " in result.stdout
     # A rerun finds each config in its own directory again.
     again = sweep(tmp_path, "epochs=1", "delta=1.0", "seed=0", "optimizer.lr=0.005,0.05", "sweep_name=lr")
     assert again.returncode == 0 and summary_line(again).endswith(": 0 finished, 0 resumed, 2 skipped, 0 diverged, 0 failed")

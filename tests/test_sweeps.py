@@ -82,7 +82,7 @@ def test_basic_launcher_runs_each_job_to_a_finished_record(basic_sweep):
     for name in FINISHED:  # per-cell means after the counts: here one seed per cell
         header = json.loads((runs[name] / "run.json").read_text())
         top1 = pd.read_csv(runs[name] / "metrics.csv")["test_top1"].iloc[-1]
-        assert (f"    test_resnet synthetic {header['method']} d{header['delta']} paper_code: 1 run(s),"
+        assert (f"    test_resnet synthetic {header['method']} d{header['delta']} paper_code E2 B64 16px: 1 run(s),"
                 f" test top-1 {top1:.2f}, train loss ") in result.stdout
 
 

@@ -171,14 +171,54 @@ def test_a_switched_fidelity_key_is_another_protocol(tmp_path):
     assert "table3_cifar10_paper_code-eval_batchnorm-eval_E10_B64_32px" in sections
 
 
-def test_other_settings_are_flagged(tmp_path):
+def write_lr_sweep(root, lrs=(0.01, 0.1), seeds=(0, 1)) -> None:
+    """An lr sweep (optimizer.lr=0.01,0.1) at delta 1.0 and 0.5: runs that differ only in the lr and
+    the seed, in hashed directories as a sweep writes them. lr 0.1 scores 10 points higher."""
+    for lr in lrs:
+        for seed in seeds:
+            for delta in (1.0, 0.5):
+                run_dir = write_run(root / f"lr{lr}", delta=delta, seed=seed, test_top1=60.0 + 100 * lr + seed
+                                    + (1.0 if delta == 0.5 else 0.0))
+                header = json.loads((run_dir / "run.json").read_text())
+                header["config"]["optimizer"]["lr"] = lr
+                write_json(run_dir / "run.json", header)
+
+
+def test_a_swept_key_is_a_column_and_each_value_its_own_row(tmp_path):
+    write_lr_sweep(tmp_path)
+    sections, runs, rows = tables_for(tmp_path)
+    assert runs["included"].all() and set(runs["settings"]) == {"optimizer.lr=0.01", "optimizer.lr=0.1"}
+    table = sections["table3_cifar10"]
+    ours = table.data[table.data["n_seeds"] > 0]
+    assert len(ours) == 4 and (ours["n_seeds"] == 2).all()  # one row per lr and delta, 2 seeds each
+    by_lr = ours.set_index(["settings", "delta"])
+    assert by_lr.loc[("optimizer.lr=0.1", 1.0), "test_top1_mean"] == pytest.approx(70.5)
+    assert by_lr.loc[("optimizer.lr=0.01", 1.0), "test_top1_mean"] == pytest.approx(61.5)
+    # delta 0.5 is paired with delta 1.0 of its own lr: +1.0 in every seed
+    assert by_lr.loc[("optimizer.lr=0.1", 0.5), "test_top1_diff"] == pytest.approx(1.0)
+    assert by_lr.loc[("optimizer.lr=0.01", 0.5), "test_top1_diff"] == pytest.approx(1.0)
+    display = table.display[table.display["seeds"] > 0]
+    assert list(display.columns[:3]) == ["network", "δ", "optimizer.lr"]
+    assert list(display["optimizer.lr"]) == ["0.01", "0.01", "0.1", "0.1"]  # numeric order, delta 1 first
+    assert len(sections["table6"].data) == 2 and "optimizer.lr" in sections["table6"].display
+
+
+def test_the_csv_carries_a_column_per_swept_key(tmp_path):
+    from hardsamples.tables import main
+
+    write_lr_sweep(tmp_path / "runs")
+    assert main([f"runs={tmp_path / 'runs'}", f"out={tmp_path / 'out'}", "table2=false", "figures=false"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "table3_cifar10.csv")
+    assert "settings" not in table and sorted(table["optimizer.lr"].dropna().unique()) == [0.01, 0.1]
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert runs["optimizer.lr"].notna().all()
+
+
+def test_runs_of_one_setting_keep_the_tables_as_they_were(tmp_path):
     write_run(tmp_path, seed=0)
-    run_dir = write_run(tmp_path, seed=1)
-    header = json.loads((run_dir / "run.json").read_text())
-    header["config"]["optimizer"]["lr"] = 0.1
-    write_json(run_dir / "run.json", header)
-    sections, _, _ = tables_for(tmp_path)
-    assert any("optimizer.lr" in note for note in sections["runs"].notes)
+    write_run(tmp_path, seed=1)
+    sections, runs, _ = tables_for(tmp_path)
+    assert set(runs["settings"]) == {""} and "optimizer.lr" not in sections["table3_cifar10"].display
 
 
 def test_duplicate_seed_is_counted_once(tmp_path):
@@ -330,7 +370,8 @@ def test_wandb_reads_one_cell_by_its_group(tmp_path):
     for delta, seed in ((1.0, 0), (1.0, 1), (0.5, 0)):
         write_run(tmp_path, delta=delta, seed=seed)
     runs = [FakeWandbRun(p.parent) for p in sorted(tmp_path.rglob("run.json"))]
-    cell, other = "test/resnet18/cifar10/standard/d1.0/paper_code", "test/resnet18/cifar10/hard_batches/d0.5/paper_code"
+    cell = "test/resnet18/cifar10/standard/d1.0/paper_code/E10_B64_32px"
+    other = "test/resnet18/cifar10/hard_batches/d0.5/paper_code/E10_B64_32px"
     assert sorted(run.group for run in runs) == sorted([cell, cell, other])
     table = load_wandb("me", "hard-samples", cell, api=FakeApi(runs))
     assert sorted(set(table["seed"])) == [0, 1] and set(table["delta"]) == {1.0}
@@ -432,3 +473,19 @@ def test_methods_paired_by_seed_on_the_studys_shape(tmp_path):
     assert trimming["e_censored"] == 5 and trimming["pairs_censored"] == 5 and trimming["later"] == 5
     assert "5 still falling" in trimming["e_censored_why"]
     assert "– (5 of 5 censored: 5 still falling)" in set(sections["methods"].display["e"])
+
+
+@pytest.mark.parametrize("dataset, setting, reported", [
+    ("cifar10", "auto", True), ("digits", "auto", False), ("digits", "true", True), ("cifar10", "false", False)])
+def test_the_paper_is_checked_against_itself_only_beside_its_datasets(tmp_path, dataset, setting, reported):
+    write_run(tmp_path, dataset=dataset)
+    sections, _, _ = tables_for(tmp_path, paper_consistency=setting)
+    assert ("consistency_delta_e" in sections) is reported
+
+
+def test_an_unknown_paper_consistency_is_one_line(tmp_path):
+    from hardsamples.errors import ConfigError
+
+    write_run(tmp_path)
+    with pytest.raises(ConfigError, match="paper_consistency=sometimes is unknown: use auto"):
+        tables_for(tmp_path, paper_consistency="sometimes")

@@ -27,7 +27,7 @@ from hardsamples.sweep import SWEPT_ENV
 from hardsamples.wandb_mirror import METRIC_KEYS, WandbMirror, logged_in, resolve_mode
 
 TINY_OFFLINE = [arg for arg in TINY if not arg.startswith("logger.wandb.mode=")] + ["logger.wandb.mode=offline"]
-CELL = "demo/test_resnet/synthetic/standard/d1.0/paper_code"  # hard_batches at delta = 1 is recorded standard
+CELL = "demo/test_resnet/synthetic/standard/d1.0/paper_code/E3_B64_16px"  # hard_batches at delta = 1 is recorded standard
 NAME = "test_resnet-synthetic-hard_batches-d1.0-s0"
 
 
@@ -174,6 +174,7 @@ def run_header(overrides: list[str] = ()) -> dict:
     return {"run_id": uuid.uuid4().hex[:12], "run_name": config["run_name"], "sweep": config["sweep_name"],
             "model": config["model"]["name"], "dataset": config["dataset"]["name"], "method": "hard_batches",
             "delta": config["delta"], "seed": config["seed"], "fidelity": config["fidelity"]["name"],
+            "epochs": config["epochs"], "batch_size": config["batch_size"], "image_size": config["image_size"],
             "num_batches": 9, "k": 4, "num_classes": 10, "channels": 3, "update_budget": 27, "config": config}
 
 
@@ -209,7 +210,7 @@ def test_a_value_set_in_the_config_wins_over_the_environment(clean_wandb, monkey
 def test_without_environment_the_defaults_are_the_cell_and_the_project(clean_wandb, tmp_path):
     mirror = WandbMirror(wandb_config(), run_header(["sweep_name=demo"]), tmp_path)
     assert mirror.run.project == wandb_mirror.DEFAULT_PROJECT
-    assert mirror.run.group == "demo/test_resnet/synthetic/hard_batches/d0.5/paper_code"
+    assert mirror.run.group == "demo/test_resnet/synthetic/hard_batches/d0.5/paper_code/E3_B64_16px"
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # in the run directory, unless WANDB_DIR says
     mirror.finish("finished")
 
@@ -289,7 +290,8 @@ def test_a_key_wandb_would_refuse_means_offline_with_a_warning(clean_wandb, monk
 def test_a_swept_key_outside_the_group_splits_the_cells(monkeypatch):
     monkeypatch.setenv(SWEPT_ENV, "optimizer.lr,seed,fidelity.eval_batchnorm")
     header = run_header(["sweep_name=lr", "optimizer.lr=0.01"])
-    assert wandb_mirror.cell_group(header) == "lr/test_resnet/synthetic/hard_batches/d0.5/paper_code/optimizer.lr=0.01"
+    assert wandb_mirror.cell_group(header) == \
+        "lr/test_resnet/synthetic/hard_batches/d0.5/paper_code/E3_B64_16px/optimizer.lr=0.01"
 
 
 def test_the_name_shows_the_recorded_method_and_the_sweep_directory():
@@ -298,8 +300,10 @@ def test_the_name_shows_the_recorded_method_and_the_sweep_directory():
     assert wandb_mirror.display_name(header, Path("x") / f"{header['run_name']}-1a2b3c4d") == \
         f"{header['run_name']}-1a2b3c4d"
     trimming = run_header(["method=trimming", "delta=1.0"]) | {"method": "trimming"}
-    assert wandb_mirror.method_label(trimming) == "trimming-linear-q1.0-0.2"
+    assert wandb_mirror.cell_group(trimming).endswith("/trimming/d1.0/paper_code/E3_B64_16px")
+    cosine = run_header(["method=trimming", "method.shape=cosine", "delta=1.0"]) | {"method": "trimming"}
+    assert "/trimming (shape=cosine)/d1.0/" in wandb_mirror.cell_group(cosine)
     assert wandb_mirror.display_name(trimming, Path("custom-dir")) == trimming["run_name"]
     refresh = run_header(["method=hard_batches_refresh", "delta=1.0"]) | {"method": "standard"}
     assert wandb_mirror.display_name(refresh, Path("d")) == f"{refresh['run_name']} (standard)"
-    assert wandb_mirror.cell_group(refresh).endswith("/standard/d1.0/paper_code")
+    assert wandb_mirror.cell_group(refresh).endswith("/standard/d1.0/paper_code/E3_B64_16px")

@@ -30,12 +30,14 @@ def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True, timeout=300)
-    (built,) = (tmp / "dist").glob("hardsamples-*.whl")
-    return built
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                            "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    # No setuptools warning (the license is an SPDX string): `make setup` prints nothing but its own lines.
+    assert "Warning" not in built.stdout + built.stderr, built.stderr[-2000:]
+    (wheel_file,) = (tmp / "dist").glob("hardsamples-*.whl")
+    return wheel_file
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,7 @@ def test_wheel_carries_the_configs_and_the_papers_numbers(wheel):
     assert any(name.startswith("hardsamples/conf/experiment/") for name in wanted)
     assert wanted <= names, sorted(wanted - names)
     assert "hydra_plugins/hardsamples_launchers/launchers.py" in names  # conf/launcher/ names its classes
+    assert "hardsamples-0.1.0.dist-info/licenses/LICENSE" in names
     entry_points = zipfile.ZipFile(wheel).read("hardsamples-0.1.0.dist-info/entry_points.txt").decode()
     for script in ("hardsamples-train = hardsamples.train:main", "hardsamples-tables = hardsamples.tables:main",
                    "hardsamples-bench = hardsamples.bench.speed:main"):
@@ -116,6 +119,11 @@ def test_installed_scripts_train_and_tabulate_outside_the_checkout(venv, tmp_pat
     tables = run_in(venv, work, "hardsamples-tables", "runs=results/runs", "out=tables", "figures=false")
     assert tables.returncode == 0, tables.stderr[-3000:]
     assert (work / "tables" / "tables.md").is_file() and (work / "tables" / "runs.csv").is_file()
+    import pandas as pd
+
+    pets = pd.read_csv(work / "tables" / "delta_pets.csv")  # the lr sweep: one row per lr, never averaged
+    assert sorted(pets["optimizer.lr"]) == [0.01, 0.05] and (pets["n_seeds"] == 1).all()
+    assert "Paper consistency" not in tables.stdout  # no record of the paper's datasets
 
     bench = run_in(venv, work, "hardsamples-bench", "--help")
     assert bench.returncode == 0, bench.stderr

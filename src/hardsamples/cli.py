@@ -9,6 +9,7 @@ written from the YAML itself: every option with its default and its comment.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import textwrap
@@ -18,8 +19,10 @@ from pathlib import Path
 import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -31,8 +34,24 @@ HELP_FLAGS = ("-h", "--help")
 
 def compose(config_name: str, overrides: Iterable[str] = ()) -> DictConfig:
     """conf/<config_name>.yaml composed by Hydra with the overrides (Hydra's own errors pass through)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with own_hydra(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+@contextlib.contextmanager
+def own_hydra():
+    """Inside a Hydra app (a training job naming its W&B group, a sweep's end-of-sweep callback) Hydra is
+    initialised already and refuses a second initialisation: compose with a fresh instance, then put
+    the app's back, as Hydra's own initialize() does when it nests."""
+    if not GlobalHydra.instance().is_initialized():
+        yield
+        return
+    saved = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(saved)
 
 
 @functools.lru_cache(maxsize=None)

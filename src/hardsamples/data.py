@@ -256,8 +256,7 @@ def load_from_python(dataset_cfg) -> HostData:
     target = str(spec._target_)
     where = f"dataset.data._target_={target}"
     if locate(target) is None:
-        raise ConfigError(f"{where} cannot be imported: check the spelling, and run from the folder that holds"
-                          " the module or put that folder on PYTHONPATH")
+        raise ConfigError(f"{where} cannot be imported: {why_not_found(target)}")
     returned = instantiate(spec, _convert_="all")  # an error inside your function keeps its traceback
     if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
         raise ConfigError(f"{where} returned {describe(returned)}: {RETURN_SHAPE}")
@@ -276,6 +275,28 @@ def locate(path: str):
     import pydoc
 
     return pydoc.locate(path)
+
+
+def why_not_found(target: str) -> str:
+    """What is missing of a dotted path that does not import, and the fix: the module (named with the
+    folders Python looked in first) or the name inside it."""
+    import importlib.util
+
+    module, _, name = target.rpartition(".")
+    if not module:
+        return f"'{target}' names no module: write <module>.<function>, e.g. my_data.make_data"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a package on the way is missing
+        found = False
+    if found:
+        return f"module {module} has no '{name}': check the spelling of the function's name"
+    file = module.replace(".", "/") + ".py"
+    if Path(file).is_file():  # a caller that left the working directory off sys.path (not our commands)
+        return f"{file} is in the working directory, which is not on sys.path here: run with PYTHONPATH=."
+    return (f"Python finds no module {module}: there is no {file} in the working directory ({os.getcwd()}) or"
+            " on PYTHONPATH; run from the folder that holds it, or add that folder to PYTHONPATH"
+            " (PYTHONPATH=/path/to/folder hardsamples-train ...)")
 
 
 def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:

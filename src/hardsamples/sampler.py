@@ -10,16 +10,21 @@ Algorithm 2 as a batch sampler: three lines change in a plain loop.
         sampler.observe(loss)                                                    # 3
 
 The choice is HardBatchesPolicy's, the class the study's own loop runs (policies.py), so the two
-choose the same batches from the same losses. `trimmed_mean` is TrimmingPolicy's reduction, for a loop
+choose the same batches from the same losses. `sampler.history` keeps the batch ids chosen for each round
+(`save_history` writes them as the study's trace.csv columns); `sampler.interval_complete` is True after
+every N updates, where the study evaluates. `trimmed_mean` is TrimmingPolicy's reduction, for a loop
 that trims its batches instead.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sized
+from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
@@ -82,11 +87,33 @@ class HardBatchSampler(Sampler[list[int]]):
         take: what trimmed_mean's `epoch` wants."""
         return min(self.observed, self.budget - 1) // self.num_batches
 
+    @property
+    def interval_complete(self) -> bool:
+        """True right after the observe() that completes N updates, 2N, ...: an epoch-equivalent, where the
+        study evaluates (`if sampler.interval_complete: evaluate(...)` after observe)."""
+        return self.observed > 0 and self.observed % self.num_batches == 0
+
+    @property
+    def intervals_done(self) -> int:
+        """Epoch-equivalents completed so far: observed updates // N (the study's interval t)."""
+        return self.observed // self.num_batches
+
+    def save_history(self, path) -> None:
+        """history as a CSV, one row per batch drawn: update (1..), round (0 for the first epoch) and
+        batch, the columns of the study's trace.csv; the samples of batch b are sampler.batches[b]."""
+        rows = [(update, round_index, batch) for update, (round_index, batch) in
+                enumerate(((r, b) for r, ids in enumerate(self.history) for b in ids), start=1)]
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["update", "round", "batch"])
+            writer.writerows(rows)
+
     def start_training(self) -> None:
         """Round 0, no stored losses: the state a pass over the sampler starts from."""
         self.policy = self.new_policy(self.device or torch.device("cpu"))
         self.unobserved: deque[int] = deque()  # drawn batch ids in order, awaiting their loss
         self.drawn = self.observed = 0
+        self.history: list[list[int]] = []  # the batch ids chosen for each round of this pass, in training order
 
     def new_policy(self, device: torch.device) -> HardBatchesPolicy:
         # clean protocol's rules: k = floor(delta x N) as delta is written, ties to the lower batch index
@@ -111,9 +138,10 @@ class HardBatchSampler(Sampler[list[int]]):
                 raise RuntimeError("HardBatchSampler: no loss was observed in round 0: call sampler.observe(loss)"
                                    " after each optimizer step")
             if self.unobserved:
-                warnings.warn(PREFETCH_WARNING, stacklevel=3)
+                warnings.warn(PREFETCH_WARNING, stacklevel=user_stacklevel())
         chosen = self.policy.next_round(round_index, self.budget - self.drawn, measure_losses=no_fresh_losses)
-        return chosen.tolist()  # the round's one host read: the DataLoader indexes the dataset on the host
+        self.history.append(chosen.tolist())  # the round's one host read: the DataLoader indexes on the host
+        return self.history[-1]
 
     def observe(self, loss: torch.Tensor) -> None:
         """Store the loss of the oldest drawn batch not yet observed (the one just trained). A vector of
@@ -131,6 +159,17 @@ class HardBatchSampler(Sampler[list[int]]):
                 loss = loss.to(self.policy.stored_losses.device)
         self.policy.observe(self.batch_ids[batch:batch + 1], loss)
         self.observed += 1
+
+
+def user_stacklevel() -> int:
+    """warnings.warn's stacklevel, for a warning raised by the caller of this function, that names the
+    first frame outside this package and torch: the user's loop over the DataLoader, however deep
+    torch's DataLoader calls the sampler from."""
+    internal = (str(Path(__file__).resolve().parent), str(Path(torch.__file__).resolve().parent))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def no_fresh_losses() -> torch.Tensor:

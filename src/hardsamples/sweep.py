@@ -41,7 +41,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hardsamples import records
+from hardsamples import cells, records
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
 
@@ -69,6 +69,8 @@ OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
 NAME_KEYS = ("model", "model.name", "dataset", "dataset.name", "method", "method.name", "delta", "seed", "run_name")
 SWEPT_ENV = "HARDSAMPLES_SWEPT_KEYS"
 SWEEP_ID_ENV = "HARDSAMPLES_SWEEP_ID"  # one id per launch of a sweep, set by SweepSummary.on_multirun_start
+SWEEP_JOBS_ENV = "HARDSAMPLES_SWEEP_JOBS"  # its number of jobs, when it can be counted
+SWEEP_STARTED_ENV = "HARDSAMPLES_SWEEP_STARTED"  # when it was launched (seconds since the epoch)
 
 
 def compared_keys_swept(swept) -> list[str]:
@@ -91,26 +93,43 @@ def run_dir_name(config: dict, swept) -> str:
     return f"{config['run_name']}-{config_hash(config)}"
 
 
-def swept_keys(config) -> list[str]:
-    """The keys a multirun varies: sweep overrides on the command line and in hydra.sweeper.params."""
+def sweep_overrides(config) -> dict:
+    """The multirun's overrides by key, as the basic sweeper combines them: hydra.sweeper.params first,
+    the command line after (a key given on both takes the command line's)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    lines += [f"{key}={value}" for key, value in params.items()]
-    keys = set()
-    for override in OverridesParser.create().parse_overrides(lines):
+    lines = [f"{key}={value}" for key, value in params.items()]
+    lines += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    return {override.key_or_group: override for override in OverridesParser.create().parse_overrides(lines)}
+
+
+def swept_keys(config) -> list[str]:
+    """The keys a multirun varies: sweep overrides on the command line and in hydra.sweeper.params."""
+    return sorted(key for key, override in sweep_overrides(config).items() if override.is_sweep_override())
+
+
+def job_count(config) -> int | None:
+    """The number of jobs of a multirun (the product of each swept key's values), or None when a sweep
+    cannot be counted before it runs (a glob over a config group, a range of another sweeper)."""
+    count = 1
+    for override in sweep_overrides(config).values():
         if override.is_sweep_override():
-            keys.add(override.key_or_group)
-    return sorted(keys)
+            try:
+                count *= len(list(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - Hydra raises HydraException for sweeps it cannot list alone
+                return None
+    return count
 
 
-def sweep_env_overrides(keys: list[str], sweep_id: str) -> list[str]:
+def sweep_env_overrides(keys: list[str], sweep_id: str, jobs: int | None = None, started: float = 0.0) -> list[str]:
     """Hydra overrides that carry the sweep's settings to its jobs in their own config: each job's
     Hydra sets them in its environment while the job runs (hydra.job.env_set), on whatever machine.
     The launching process's environment is not enough: SLURM does not pass it on under --export=NONE
-    (a site's default on some clusters)."""
-    return [f"++hydra.job.env_set.{SWEPT_ENV}='{','.join(keys)}'", f"++hydra.job.env_set.{SWEEP_ID_ENV}='{sweep_id}'"]
+    (a site's default on some clusters). With them go the sweep's size and start, for its progress line."""
+    return [f"++hydra.job.env_set.{SWEPT_ENV}='{','.join(keys)}'", f"++hydra.job.env_set.{SWEEP_ID_ENV}='{sweep_id}'",
+            f"++hydra.job.env_set.{SWEEP_JOBS_ENV}='{jobs or ''}'",
+            f"++hydra.job.env_set.{SWEEP_STARTED_ENV}='{started:.0f}'"]
 
 
 def job_swept_keys(root) -> list[str]:
@@ -257,11 +276,14 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[D
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
     try:
         with records.hold_run_dir(run_dir):
-            return sweep_job_held(cfg, run_dir, job_num, run_one)
+            outcome = sweep_job_held(cfg, run_dir, job_num, run_one)
     except ConfigError as err:  # the directory is in use (or is a file): this job's note goes beside it
         log.error("%s failed: %s", cfg.run_name, err)
         JobNote.refused(run_dir, job_num, f"{type(err).__name__}: {err}")
-        return "failed"
+        outcome = "failed"
+    if os.environ.get(SWEEP_ID_ENV):
+        log.info("%s", progress_line(Path(run_dir).parent))
+    return outcome
 
 
 def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str]) -> str:
@@ -301,6 +323,50 @@ def job_outcome(before: dict | None, after: dict, status: str) -> str:
     return status
 
 
+def progress_line(sweep_dir: Path) -> str:
+    """The sweep as a whole, after each of its jobs: runs over of all, and the time left at the rate
+    so far (the jobs' notes of this launch, sweep_id; its size and start came with the job's config)."""
+    sweep_id = os.environ.get(SWEEP_ID_ENV)
+    notes = [note for note in read_job_notes(sweep_dir).values() if note.get("sweep_id") == sweep_id]
+    done = [note for note in notes if note.get("outcome") in OUTCOMES]
+    trained = sum(note.get("outcome") != "skipped" for note in done)
+    total = int(os.environ.get(SWEEP_JOBS_ENV) or 0) or None
+    elapsed = time.time() - float(os.environ.get(SWEEP_STARTED_ENV) or time.time())
+    line = f"sweep {sweep_dir.name}: {len(done)}{f' of {total}' if total else ''} runs over in {duration(elapsed)}"
+    if total and trained and total > len(done):
+        line += f", about {duration(elapsed / trained * (total - len(done)))} left"
+    return line
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(round(max(seconds, 0.0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+_bar_line = None  # (slot, open lock file) of this process's progress bar in a sweep
+
+
+def bar_position() -> int:
+    """The terminal line of this process's progress bar: in a sweep, the lowest line no other job
+    process of this user on this machine holds (an flock, kept for the process's life like a GPU
+    claim), so two jobs running at once never draw over each other; 0 outside a sweep."""
+    global _bar_line
+    if os.environ.get(SWEEP_ID_ENV) is None:
+        return 0
+    if _bar_line is None:
+        for slot in range(64):
+            lock = open(lock_dir() / f"bar-{slot}.lock", "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _bar_line = (slot, lock)
+            break
+    return _bar_line[0] if _bar_line else 0
+
+
 # --- the end of a sweep ------------------------------------------------------------------------------
 # SweepSummary is a Hydra callback (conf/config.yaml, hydra.callbacks). Every sweep job leaves job.json
 # with a fresh attempt id; the callback notes the attempt ids already there when the sweep starts, so
@@ -323,10 +389,12 @@ class SweepSummary(Callback):
         # its own, and two jobs of this sweep on one run leave two notes. The jobs get both in their
         # config (every launcher rebuilds a job's config from these hydra overrides, so it does not depend on
         # what environment SLURM passes on); this process, which notes runs it skips, in its environment.
-        keys, sweep_id = swept_keys(config), uuid.uuid4().hex[:12]
+        keys, sweep_id, jobs, started = swept_keys(config), uuid.uuid4().hex[:12], job_count(config), time.time()
         os.environ[SWEPT_ENV], os.environ[SWEEP_ID_ENV] = ",".join(keys), sweep_id
+        os.environ[SWEEP_JOBS_ENV], os.environ[SWEEP_STARTED_ENV] = str(jobs or ""), f"{started:.0f}"
         with open_dict(config), read_write(config):
-            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra, *sweep_env_overrides(keys, sweep_id)]
+            config.hydra.overrides.hydra = [*config.hydra.overrides.hydra,
+                                            *sweep_env_overrides(keys, sweep_id, jobs, started)]
         self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -340,8 +408,7 @@ class SweepSummary(Callback):
 def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
     """notes: each job's note by its path (<run dir>/job.json or <run dir>/job.refused-*.json)."""
     outcomes = {path: outcome_of(note) for path, note in notes.items()}
-    minutes, secs = divmod(round(seconds), 60)
-    lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
+    lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {duration(seconds)}: "
              + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
     for path, outcome in sorted(outcomes.items()):
         if outcome in ("diverged", "failed"):
@@ -365,21 +432,18 @@ def final_row(run_dir: Path) -> tuple[dict, dict] | None:
 
 
 def cell_lines(run_dirs: list[Path]) -> list[str]:
-    """Per cell (model, dataset, method, delta, protocol): the seeds' mean final test top-1 and train
-    loss with their sd, a first look only; `make tables` gives e, delta-e and their 95% CIs."""
-    cells: dict[tuple, list[dict]] = {}
-    for run_dir in run_dirs:
-        found = final_row(run_dir)
-        if found:
-            header, row = found
-            key = tuple(str(header.get(k)) for k in ("model", "dataset", "method", "delta", "fidelity"))
-            cells.setdefault(key, []).append(row)
-    lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if cells else []
-    for (model, dataset, method, delta, fidelity), rows in sorted(cells.items()):
+    """Per cell (cells.py: model, dataset, method, delta, protocol and the settings the sweep varied):
+    the seeds' mean final test top-1 and train loss with their sd, a first look only; `make tables`
+    gives e, delta-e and their 95% CIs, cell by cell the same."""
+    found = [row for row in map(final_row, run_dirs) if row]
+    by_cell: dict[str, list[dict]] = {}
+    for cell, (_, row) in zip(cells.cells_of([header for header, _ in found]), found):
+        by_cell.setdefault(cells.label(cell), []).append(row)
+    lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if by_cell else []
+    for label, rows in sorted(by_cell.items()):
         top1 = mean_sd([float(r["test_top1"]) for r in rows], 2)
         loss = mean_sd([float(r["train_loss"]) for r in rows], 4)
-        lines.append(f"    {model} {dataset} {method} d{delta} {fidelity}: {len(rows)} run(s),"
-                     f" test top-1 {top1}, train loss {loss}")
+        lines.append(f"    {label}: {len(rows)} run(s), test top-1 {top1}, train loss {loss}")
     return lines
 
 

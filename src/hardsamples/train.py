@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import math
@@ -49,7 +50,7 @@ from hardsamples.probe import RoundProbe
 from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
-from hardsamples.sweep import sweep_job
+from hardsamples.sweep import bar_position, sweep_job
 from hardsamples.validation import check_data, check_settings, check_single_sample_batches
 from hardsamples.wandb_mirror import WandbMirror
 
@@ -99,12 +100,16 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
 
+    log.info("%s: %s", cfg.run_name, settings_line(cfg))
     threads_from_allocation()
     runtime = make_runtime(cfg)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, runtime)
     loop = build_loop(cfg, data, runtime)
     check_single_sample_batches(cfg, loop.model, data)
+    log.info("%s: %d training images in N = %d fixed batches, k = %d a round, %d updates in all, on %s%s",
+             cfg.run_name, data.num_train, loop.num_batches, loop.policy.k, loop.budget, runtime.device,
+             recorded_method(cfg, loop))
     record = RunRecord(run_dir, run_header(cfg, loop, runtime, old))
     stopwatch = resume_if_interrupted(cfg, loop, record, old)
     record.set_status("running", error=None)
@@ -125,7 +130,37 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
             mirror.finish(ended_status(err))
         raise
     mirror.finish(status)
+    log.info("%s: %s%s; the record is in %s (run.json, metrics.csv)", cfg.run_name, status, final_result(record),
+             run_dir)
     return status
+
+
+def settings_line(cfg: DictConfig) -> str:
+    """What the run trains, as the keys that change it: a preset's defaults (quick: 16 px, 10 epochs)
+    are easy to miss on one's own data."""
+    preset = ""
+    if HydraConfig.initialized():
+        preset = HydraConfig.get().runtime.choices.get("preset") or ""
+    return (f"model.name={cfg.model.name} dataset.name={cfg.dataset.name} image_size={cfg.image_size}"
+            f" epochs={cfg.epochs} batch_size={cfg.batch_size} delta={cfg.delta} method={cfg.method.tag}"
+            f" fidelity={cfg.fidelity.name} seed={cfg.seed}" + (f" (preset={preset})" if preset else ""))
+
+
+def recorded_method(cfg: DictConfig, loop: UpdateLoop) -> str:
+    """'; recorded as method standard (...)' where the record names another method than the command."""
+    if loop.policy.name == cfg.method.tag:
+        return ""
+    why = " (at delta = 1 every batch is trained every round: Algorithm 1)" if loop.policy.name == "standard" else ""
+    return f"; recorded as method {loop.policy.name}{why}"
+
+
+def final_result(record: RunRecord) -> str:
+    """', test top-1 87.15% after 20 intervals' when the last interval was evaluated."""
+    last = record.metrics[-1] if record.metrics else {}
+    if last.get("test_top1") is None:
+        return ""
+    intervals = int(last["interval"])
+    return f", test top-1 {last['test_top1']:.2f}% after {intervals} interval{'s' * (intervals != 1)}"
 
 
 def ended_status(err: BaseException) -> str:
@@ -228,12 +263,25 @@ def attach_probe(cfg: DictConfig, loop: UpdateLoop, record: RunRecord) -> RoundP
     return probe
 
 
+LOG_LINE = "{desc}: {percentage:3.0f}% of {total_fmt} images, {elapsed} so far, {remaining} left, {rate_fmt}"
+
+
 @contextlib.contextmanager
 def progress_bar(cfg: DictConfig, loop: UpdateLoop):
-    """tqdm over the updates, shown in images with ETA and images/s; only on a terminal (disable=None),
-    so logs and sweeps keep their one line per interval. Log lines are routed around the bar."""
-    bar = tqdm(total=loop.budget, initial=loop.state.updates, desc=cfg.run_name, unit="img",
-               unit_scale=cfg.batch_size, disable=None, dynamic_ncols=True, leave=False)
+    """tqdm over the updates, shown in images with ETA and images/s (`progress`): auto, a bar on a
+    terminal only (logs and sweeps keep their one line per interval); bar, a bar anywhere; log, a log
+    line every progress_every_s seconds; off, none. In a sweep each job process draws on a line of its
+    own (sweep.bar_position). Log lines are routed around the bar."""
+    mode = OmegaConf.select(cfg, "progress", default="auto")  # checked by validation.check_settings
+    if mode == "log":
+        every = float(cfg.progress_every_s)
+        options = {"file": LogLines(), "mininterval": every, "maxinterval": every, "delay": every,
+                   "bar_format": LOG_LINE, "unit": " img", "disable": False}
+    else:
+        drawn = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        options = {"position": bar_position() if drawn else 0, "dynamic_ncols": True, "unit": "img", "disable": not drawn}
+    bar = tqdm(total=loop.budget, initial=loop.state.updates, desc=cfg.run_name, unit_scale=cfg.batch_size,
+               leave=False, **options)
     loop.on_update = bar.update  # host-side counting only: no device synchronisation
     try:
         with logging_redirect_tqdm():
@@ -241,6 +289,16 @@ def progress_bar(cfg: DictConfig, loop: UpdateLoop):
     finally:
         loop.on_update = None
         bar.close()
+
+
+class LogLines(io.TextIOBase):
+    """A file for tqdm that logs each line it draws (progress=log): no carriage returns in a log file."""
+
+    def write(self, text: str) -> int:
+        line = text.strip("\r\n ")
+        if line:
+            log.info("%s", line)
+        return len(text)
 
 
 def write_final_accuracy(loop: UpdateLoop, record: RunRecord, settings: EvalSettings,
@@ -323,6 +381,11 @@ def hydra_main(cfg: DictConfig) -> str:
 
 
 def main() -> None:
+    """The console script hardsamples-train, equal to `python -m hardsamples.train`: that puts the working
+    directory first on sys.path, so a user's module there (dataset.data._target_=my_data.make_data) is
+    found; a console script's own sys.path starts with its bin/ folder."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     check_group_choices(sys.argv[1:])
     check_override_keys(sys.argv[1:])
     try:

@@ -23,6 +23,7 @@ FIDELITY_CHOICES = {
     "precision": ("auto", "bf16", "fp32"), "matmul_tf32": (True, False), "cudnn_tf32": (True, False)}
 METHOD_CHOICES = {"round_order": ROUND_ORDERS, "refresh": (True, False), "shape": TrimmingPolicy.shapes}
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed accepts
+PROGRESS = ("auto", "bar", "log", "off")  # conf/config.yaml `progress`
 
 
 def number(cfg: DictConfig, key: str, example: str) -> float:
@@ -76,6 +77,12 @@ def check_settings(cfg: DictConfig) -> None:
                               " more, or eval.train_subset=null for every training sample")
     check_choices(cfg, "fidelity", FIDELITY_CHOICES)
     check_choices(cfg, "method", METHOD_CHOICES)
+    progress = OmegaConf.select(cfg, "progress", default="auto")
+    if progress not in PROGRESS:
+        raise ConfigError(f"progress={progress} is unknown: use auto (a bar on a terminal), bar, log (a line with"
+                          " the time left every progress_every_s seconds) or off")
+    if not number(cfg, "progress_every_s", "progress_every_s=60") > 0:
+        raise ConfigError(f"progress_every_s={cfg.progress_every_s} must be above 0: e.g. progress_every_s=60")
     mode = OmegaConf.select(cfg, "logger.wandb.mode", default="disabled")
     if mode not in WANDB_MODES:
         raise ConfigError(f"logger.wandb.mode={mode} is unknown: use {', '.join(WANDB_MODES)}")

@@ -3,9 +3,10 @@
 One W&B run per job, its id the record's run_id, so a resumed job continues the same W&B run. What a
 researcher finds there:
 
-  group     the cell whose seeds are to be averaged: <sweep>/<model>/<dataset>/<method>/d<delta>/<fidelity>
-            (plus key=value for a key the sweep varies outside these), so W&B's grouped view
-            averages seeds and nothing else
+  group     the cell whose seeds are to be averaged (cells.py), within its sweep:
+            <sweep>/<model>/<dataset>/<method>/d<delta>/<fidelity>/E<epochs>_B<batch>_<size>px, plus
+            key=value for each key the sweep varies outside these, so W&B's grouped view averages
+            seeds and nothing else, as the tables and the sweep's summary do
   name      the run's name, with the recorded method beside it when the name does not show it (a
             hard_batches run at delta = 1 is Algorithm 1 and is recorded as standard)
   job_type  the recorded method;  tags: sweep=, model=, dataset=, method=, delta=, seed=, fidelity=
@@ -33,6 +34,7 @@ from urllib.parse import urlparse
 
 from omegaconf import OmegaConf
 
+from hardsamples import cells
 from hardsamples.record_schema import WANDB_SUMMARY_FIELDS
 
 log = logging.getLogger(__name__)
@@ -144,39 +146,17 @@ def init_timeout() -> float:
 
 # --- what the W&B run is called and holds (pure: the tests' fake W&B API uses them too) ------------
 
-def method_label(header: dict) -> str:
-    """The method as a cell is told apart: `standard` for Algorithm 1 whichever method config ran it,
-    else the method's tag from the config (trimming's schedule, hard_batches_refresh)."""
-    if header["method"] == "standard":
-        return "standard"
-    method = header.get("config", {}).get("method") or {}
-    return str(method.get("tag") or header["method"])
+def swept_keys() -> list[str]:
+    """The keys this run's sweep varies: the sweep's launching process lists them (sweep.SWEPT_ENV)."""
+    from hardsamples.sweep import SWEPT_ENV  # torch: only where a run trains
 
-
-def swept_settings(config: dict) -> list[str]:
-    """key=value for each key a sweep varies that changes what a run computes but is not one of the
-    group's own fields (optimizer.lr=0.01), so that runs differing in it are never averaged together.
-    The sweep's launching process lists the swept keys in the environment (sweep.SWEPT_ENV)."""
-    from hardsamples.sweep import SWEPT_ENV, compared_keys_swept  # torch: only where a run trains
-
-    swept = [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
-    settings = []
-    for key in compared_keys_swept(swept):
-        if key.split(".")[0] == "fidelity":  # the group names the protocol already
-            continue
-        value = OmegaConf.select(OmegaConf.create(config), key, default=None)
-        if OmegaConf.is_dict(value):  # a config group (optimizer=sgd): its name, if it has one
-            value = value.get("name")
-        if value is not None:
-            settings.append(f"{key}={value}")
-    return settings
+    return [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
 
 
 def cell_group(header: dict) -> str:
-    """The seeds of one cell: sweep/model/dataset/method/d<delta>/fidelity, plus swept settings."""
-    parts = [header["sweep"], header["model"], header["dataset"], method_label(header), f"d{header['delta']}",
-             header["fidelity"]]
-    return "/".join(str(part) for part in parts + swept_settings(header.get("config", {})))
+    """The seeds of one cell (cells.py), within the run's sweep: the cell's fields and the settings the
+    sweep varies, so that runs differing in one are never averaged together."""
+    return cells.group(header["sweep"], cells.cell_of(header, cells.setting_keys(swept_keys())))
 
 
 def display_name(header: dict, run_dir) -> str:
@@ -184,8 +164,8 @@ def display_name(header: dict, run_dir) -> str:
     name lacks), followed by the recorded method when the name does not show it."""
     directory = Path(run_dir).name
     base = directory if directory.startswith(str(header["run_name"])) else str(header["run_name"])
-    label = method_label(header)
-    return base if label in base else f"{base} ({label})"
+    method = str(header["method"])
+    return base if method in base else f"{base} ({method})"
 
 
 def run_tags(header: dict, extra=None) -> list[str]:

@@ -2,24 +2,20 @@
 
 A run enters a mean only when its record says `finished`; running (unfinished), diverged, failed and
 unreadable runs stay in the run table with the reason, and every group row counts them. Means and
-intervals are over seeds; a row is one (dataset, model, protocol, method and its variant, delta),
-where the protocol (fidelity with any switched key, epochs, batch size, image size) keeps records of
-different protocols apart.
+intervals are over seeds; a row is one cell (cells.py: dataset, model, protocol, method and its variant,
+delta, and the settings a sweep varied), so records of different protocols or settings stay apart.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from hardsamples.cli import compose
-from hardsamples.layout import group_choices
+from hardsamples import cells
 from hardsamples.analysis.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
 from hardsamples.analysis.loading import PROTOCOL, run_table
 from hardsamples.analysis.paper import Paper, model_sort_key
@@ -38,15 +34,11 @@ from hardsamples.analysis.inference import (
     t_interval,
 )
 
-# variant: the method's options where they differ from conf/method/<method>.yaml (say shape=cosine
-# for trimming), so two settings of one method are never averaged together either (_label_settings).
-GROUP = ["dataset", "model", *PROTOCOL, "method", "variant", "delta"]
-BLOCK = ["dataset", "model", *PROTOCOL]  # what a delta-e or a Table 6 change compares within
+# A row is one cell (cells.py: the protocol with any switched key, the method's variant, and the settings a
+# sweep varied), so runs of two settings are never averaged together. BLOCK is a prefix of GROUP.
+GROUP = cells.FIELDS
+BLOCK = ["dataset", "model", *PROTOCOL, "settings"]  # what a delta-e or a Table 6 change compares within
 DELTA_METHODS = ("standard", "hard_batches")  # the paper's Algorithms 1 and 2: Tables 3-6
-
-
-def protocol_text(row) -> str:
-    return f"{row['fidelity']}, E={row['epochs']:g}, B={row['batch_size']:g}, {row['image_size']:g} px"
 
 
 def protocol_slug(row) -> str:
@@ -59,7 +51,7 @@ def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
     """One row per run: final metrics, e under every rule, and whether it enters the means (and why not).
     e_<rule> is NaN for a censored run; converged_<rule> and reason_<rule> say so and why."""
     runs = run_table(df)
-    _label_settings(runs)
+    _label_cells(runs)
     runs["included"] = runs["status"] == "finished"
     runs["note"] = np.where(runs["included"], "", runs["status"].fillna("unreadable"))
     _mark_duplicate_seeds(runs)
@@ -72,35 +64,13 @@ def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
     return runs
 
 
-@functools.lru_cache(maxsize=None)
-def conf_defaults(group: str, name: str) -> dict:
-    """conf/<group>/<name>.yaml as a run composes it (its `defaults` parents merged in), interpolations
-    unresolved: conf/config.yaml composed by Hydra with <group>=<name>, that node. {} for a name that
-    conf/<group>/ no longer has (a record from an older checkout)."""
-    if name not in group_choices(group):
-        return {}
-    return OmegaConf.to_container(compose("config", [f"{group}={name}"])[group], resolve=False)
-
-
-def overrides(group: str, name, options) -> str:
-    """The options of a run's method or fidelity that differ from conf/<group>/<name>.yaml, as
-    'key=value, ...' (empty when there are none)."""
-    if not isinstance(name, str) or not isinstance(options, dict):
-        return ""
-    defaults = conf_defaults(group, name)
-    return ", ".join(f"{k}={v}" for k, v in sorted(options.items())
-                     if k != "name" and not k.startswith("tag") and defaults.get(k) != v)
-
-
-def _label_settings(runs: pd.DataFrame) -> None:
-    """A fidelity with a key switched (fidelity.eval_batchnorm=eval) is another protocol, and a method
-    with other options (trimming shape=cosine) another variant: both are named, never averaged with
-    the defaults. Algorithm 1 (standard) has no variant, whichever method config ran it."""
-    configs = [c if isinstance(c, dict) else {} for c in runs["config"]]
-    runs["variant"] = ["" if m == "standard" else overrides("method", m, c.get("method"))
-                       for m, c in zip(runs["method"], configs)]
-    switched = [overrides("fidelity", f, c.get("fidelity")) for f, c in zip(runs["fidelity"], configs)]
-    runs["fidelity"] = [f"{f} ({s})" if s else f for f, s in zip(runs["fidelity"], switched)]
+def _label_cells(runs: pd.DataFrame) -> None:
+    """Each run's cell (cells.cells_of): the fidelity named with any switched key, the method's variant
+    and the settings its sweep varied, so none is ever averaged with the defaults."""
+    headers = runs[["dataset", "model", "fidelity", "epochs", "batch_size", "image_size", "method", "delta",
+                    "config"]].to_dict("records")
+    for column, values in pd.DataFrame(cells.cells_of(headers), index=runs.index).items():
+        runs[column] = values
 
 
 def _mark_duplicate_seeds(runs: pd.DataFrame) -> None:
@@ -111,23 +81,6 @@ def _mark_duplicate_seeds(runs: pd.DataFrame) -> None:
         kept = same.index[-1]
         for index in same.index[:-1]:
             runs.loc[index, ["included", "note"]] = [False, f"duplicate of {runs.loc[kept, 'run_dir']}"]
-
-
-def config_warnings(runs: pd.DataFrame) -> list[str]:
-    """Settings outside the row's key (optimizer, dataset, evaluation) that differ between its runs."""
-    warnings = []
-    for key, same in runs[runs["included"]].groupby(GROUP, dropna=False):
-        flat = [pd.json_normalize({k: (c or {}).get(k) for k in ("optimizer", "dataset", "eval")}).iloc[0]
-                for c in same["config"]]
-        keys = sorted({k for f in flat for k in f.index if any(not _same(f.get(k), g.get(k)) for g in flat)})
-        if keys:
-            warnings.append(f"{', '.join(map(str, key))}: its runs differ in {', '.join(keys)} (averaged together)")
-    return warnings
-
-
-def _same(a, b) -> bool:
-    return (a is None and b is None) or (a == b) or (isinstance(a, float) and isinstance(b, float)
-                                                      and math.isnan(a) and math.isnan(b))
 
 
 # conf/tables.yaml's `statistics` and the reach target, with these defaults when a caller gives none.
@@ -303,9 +256,13 @@ def _count_text(notes: pd.Series) -> str:
 
 
 def sort_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Dataset, protocol, the paper's model order, Algorithms 1 and 2 before other methods, delta 1.0 first."""
+    """Dataset, protocol, the paper's model order, settings (numbers in order), Algorithms 1 and 2 before
+    other methods, delta 1.0 first."""
     order = table.assign(_model=table["model"].map(model_sort_key))
     by = ["dataset", *PROTOCOL, "_model"]
+    if "settings" in table:
+        order["_settings"] = table["settings"].map(cells.settings_sort_key)
+        by.append("_settings")
     if "method" in table:
         order["_method"] = table["method"].map(lambda m: (DELTA_METHODS.index(m) if m in DELTA_METHODS else 2, m))
         by += ["_method"] + (["variant"] if "variant" in table else [])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hardsamples import cells
 from hardsamples.errors import ConfigError
 from hardsamples.record_schema import IDENTITY_FIELDS
 from hardsamples.wandb_mirror import METRIC_KEYS
@@ -32,8 +33,8 @@ BATCH_INFO = ["batch_evaluation"]  # which rows of batch_accuracy.csv gave the p
 METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds", "train_seconds"]
 COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRICS
 # What makes two runs measure the same thing besides model, dataset, method and delta: records that
-# differ here are never averaged together, and every table names them.
-PROTOCOL = ["fidelity", "epochs", "batch_size", "image_size"]
+# differ here are never averaged together, and every table names them (a cell's fields: cells.py).
+PROTOCOL = cells.PROTOCOL
 
 
 class NoRecords(ConfigError):

@@ -1,30 +1,49 @@
 """The paper's Figures 1, 3 and 5 from run records, one figure per model, dataset and protocol, as PNG
 and PDF, sized to span both columns of a two-column paper.
 
-Top row: train loss and test top-1 against the interval t = updates / N, one line per delta (mean
-over finished seeds) with its 95% t band. The bands of nearby deltas overlap, so the bottom row shows
+Top row: train loss and test top-1 against the interval t = updates / N, one line per delta (and per
+setting a sweep varied: a cell, cells.py), the mean over finished seeds with its 95% t band. The bands of nearby deltas overlap, so the bottom row shows
 what the top row cannot: each line minus the same seed's standard delta = 1.0 run, interval by
 interval (mean paired difference, 95% t-interval across seeds), against a zero line."""
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from cycler import cycler
 
-from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, protocol_slug, protocol_text, sort_rows
+from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, protocol_slug, sort_rows
+from hardsamples.cells import protocol_text
 from hardsamples.analysis.inference import t_interval
 
 # A figure* spanning both columns of a two-column paper (~7 in text width); 8 pt text stays readable
 # when printed at that size. PDF and PS fonts as TrueType (42), not Type 3 (some venues reject Type 3).
 FIGURE_SIZE_IN = (7.0, 5.4)
+# Okabe and Ito's colour-blind-safe palette (black first: delta = 1, the baseline), and a marker per line,
+# so lines are told apart without colour too.
+PALETTE = ["#000000", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+MARKED_POINTS = 8  # a longer line marks about this many of its points
 FIGURE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
-                "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 8,
-                "lines.linewidth": 1.2}
+                "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 9,
+                "lines.linewidth": 1.2, "lines.markersize": 3.5, "axes.prop_cycle": cycler(color=PALETTE)}
 PNG_DPI = 200
 BASELINE = {"method": "standard", "variant": "", "delta": 1.0}  # what every paired difference is taken against
 PAIR_KEYS = ["seed", "interval"]
+FIGURE_BLOCK = [key for key in BLOCK if key != "settings"]  # one figure each; a setting is a line of its own
+LINE = ["settings", "method", "variant", "delta"]
+# Names in words for the titles; any other name is printed as it is.
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "fashion_mnist": "Fashion-MNIST",
+                 "digits": "scikit-learn digits", "synthetic": "synthetic data"}
+MODEL_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "efficientnet_b4": "EfficientNet-B4",
+               "efficientnetv2_s": "EfficientNetV2-S", "mobilenetv3_small_100": "MobileNetV3-S",
+               "test_resnet": "tiny ResNet (timm test_resnet)"}
+PROTOCOL_NAMES = {"paper_code": "authors' protocol", "clean": "clean protocol"}
+TITLE_CHARACTERS = 90  # a longer title wraps: 7 in at 9 pt holds about 95 characters
 
 
 def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame, out_dir,
@@ -41,9 +60,9 @@ def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame
     used = runs.loc[runs["included"], "run_dir"]
     curves = df[df["run_dir"].isin(used)].dropna(subset=["interval"])
     written = []
-    for key, block in curves.groupby(BLOCK, sort=True):
-        info = dict(zip(BLOCK, key))
-        block = block.merge(runs[["run_dir", "variant"]], on="run_dir")
+    for key, block in curves.groupby(FIGURE_BLOCK, sort=True):
+        info = dict(zip(FIGURE_BLOCK, key))
+        block = block.merge(runs[["run_dir", "variant", "settings"]], on="run_dir")
         with plt.rc_context(FIGURE_STYLE):  # local: the caller's matplotlib settings stay as they were
             fig = block_figure(plt, block, rows, info, confidence)
             stem = out_dir / figure_stem(info)
@@ -57,44 +76,62 @@ def convergence_figures(df: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame
 
 
 def block_figure(plt, block: pd.DataFrame, rows: pd.DataFrame, info: dict, confidence: float):
-    """The 2 x 2 figure of one block: curves on top, paired differences to delta = 1.0 below."""
+    """The 2 x 2 figure of one block: curves on top, paired differences to delta = 1.0 below. A line is
+    one cell: a delta (and method), and the settings its sweep varied, each paired with its own delta = 1."""
     fig, axes = plt.subplots(2, 2, figsize=FIGURE_SIZE_IN, sharex=True, constrained_layout=True)
     (loss_ax, test_ax), (loss_diff_ax, test_diff_ax) = axes
     # The paper's figures: one line per delta. Other methods or settings: named in the label too.
     only_delta = set(block["method"]) <= set(DELTA_METHODS) and (block["variant"] == "").all()
-    base = block[_matches(block, BASELINE)]
     extents = {loss_diff_ax: {}, test_diff_ax: {}}  # per difference panel: line label -> (lowest, highest, is delta)
-    for _, line in sort_rows(block).groupby(["method", "variant", "delta"], sort=False):
-        method, variant, delta = line.iloc[0][["method", "variant", "delta"]]
-        label = f"δ={delta:g}" if only_delta else f"{method}{f' ({variant})' if variant else ''} δ={delta:g}"
-        colour, _ = _plot_band(loss_ax, line.groupby("interval")["train_loss"], confidence,
-                               label=f"{label} (n={line['run_dir'].nunique()})")
-        _plot_band(test_ax, line.groupby("interval")["test_top1"], confidence, colour, clip=(0.0, 100.0))
-        _mark_e(loss_ax, line, rows, {**info, "method": method, "variant": variant, "delta": delta}, colour)
+    paired_any = False
+    for index, (_, line) in enumerate(sort_rows(block).groupby(LINE, sort=False)):
+        settings, method, variant, delta = line.iloc[0][LINE]
+        label = (f"δ={delta:g}" if only_delta else f"{method}{f' ({variant})' if variant else ''} δ={delta:g}") \
+            + (f", {settings.replace('; ', ', ')}" if settings else "")
+        style = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)]}
+        _plot_band(loss_ax, line.groupby("interval")["train_loss"], confidence, style,
+                   label=f"{label} (n={line['run_dir'].nunique()})")
+        _plot_band(test_ax, line.groupby("interval")["test_top1"], confidence, style, clip=(0.0, 100.0))
+        _mark_e(loss_ax, line, rows, {**info, "settings": settings, "method": method, "variant": variant,
+                                      "delta": delta}, style["color"])
+        base = block[_matches(block, {**BASELINE, "settings": settings})]
         if len(base) and (method, variant, delta) != tuple(BASELINE.values()):
+            paired_any = True
             is_delta = method in DELTA_METHODS and not variant
             for ax, metric in ((loss_diff_ax, "train_loss"), (test_diff_ax, "test_top1")):
-                _, extent = _plot_band(ax, paired_differences(line, base, metric), confidence, colour)
+                extent = _plot_band(ax, paired_differences(line, base, metric), confidence, style)
                 extents[ax][label] = (*extent, is_delta)
     for ax, lines in extents.items():
         _fit_to_deltas(ax, lines)
-    loss_ax.set(ylabel="train loss", yscale="log", title="train loss (dot: mean e of the seeds that converged)")
-    test_ax.set(ylabel="test top-1 (%)", title="test top-1")
-    band = f"{confidence:.0%} t-interval across seeds"
-    loss_diff_ax.set(ylabel="Δ train loss", title="train loss − same seed's δ = 1.0")
-    test_diff_ax.set(ylabel="Δ test top-1 (pp)", title="test top-1 − same seed's δ = 1.0")
+    loss_ax.set(ylabel="train loss", yscale="log", title="Train loss, mean over seeds")
+    test_ax.set(ylabel="test top-1 (%)", title="Test top-1, mean over seeds")
+    loss_diff_ax.set(ylabel="Δ train loss", title="Train loss minus the same seed's δ = 1 run")
+    test_diff_ax.set(ylabel="Δ test top-1 (pp)", title="Test top-1 minus the same seed's δ = 1 run")
     for ax in (loss_diff_ax, test_diff_ax):
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--", zorder=1)
-        if not len(base):
-            ax.text(0.5, 0.5, "no standard δ = 1.0 runs to pair with", transform=ax.transAxes, ha="center")
-        ax.set_xlabel("interval t = updates / N")
+        if not paired_any:
+            why = "only δ = 1.0 runs: nothing to pair" if _matches(block, BASELINE).any() \
+                else "no standard δ = 1.0 runs to pair with"
+            ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center")
+        ax.set_xlabel("epoch-equivalent t = updates / N")
     for ax in axes.flat:
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles, labels = loss_ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False)
-    fig.suptitle(f"{info['model']} on {info['dataset']} ({protocol_text(info)})\nTop: mean over seeds. Bottom: mean"
-                 f" paired difference to the same seed's δ = 1.0 run. Bands: {band}.")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False,
+               title=f"Bands: {confidence:.0%} t-interval across seeds. Dots: mean e of the seeds that converged.",
+               title_fontsize=FIGURE_STYLE["legend.fontsize"])
+    fig.suptitle(figure_title(info))
     return fig
+
+
+def figure_title(info: dict) -> str:
+    """'ResNet-18 on CIFAR-10: authors' protocol, 100 epochs, batch 512, 128 × 128 px', wrapped when long."""
+    fidelity, _, switched = str(info["fidelity"]).partition(" ")
+    model, dataset = MODEL_NAMES.get(info["model"], info["model"]), DATASET_NAMES.get(info["dataset"], info["dataset"])
+    title = (f"{model[0].upper()}{model[1:]} on {dataset}: {PROTOCOL_NAMES.get(fidelity, fidelity)}"
+             f"{' ' + switched if switched else ''}, {info['epochs']:g} epochs, batch {info['batch_size']:g},"
+             f" {info['image_size']:g} × {info['image_size']:g} px")
+    return textwrap.fill(title, TITLE_CHARACTERS)
 
 
 def paired_differences(line: pd.DataFrame, base: pd.DataFrame, metric: str):
@@ -140,18 +177,19 @@ def _fit_to_deltas(ax, lines: dict) -> None:
         ax.text(0.02, 0.97, "off scale: " + ", ".join(off_scale), transform=ax.transAxes, va="top", fontsize=6.5)
 
 
-def _plot_band(ax, by_interval, confidence: float, colour=None, clip=(None, None), label=None):
-    """The mean of each interval's values, with its t-interval as a band. Returns the line's colour and
+def _plot_band(ax, by_interval, confidence: float, style: dict, clip=(None, None), label=None):
+    """The mean of each interval's values, with its t-interval as a band; markers on about
+    MARKED_POINTS of its points (every point of a short run: one interval is a visible point). Returns
     the lowest and highest value drawn (band or mean)."""
     t = np.array(sorted(by_interval.groups))
     intervals = [t_interval(by_interval.get_group(i), confidence) for i in t]
     mean = np.array([iv.mean for iv in intervals])
     half = np.array([iv.half_width for iv in intervals])
-    (handle,) = ax.plot(t, mean, label=label, color=colour)
+    ax.plot(t, mean, label=label, markevery=math.ceil(len(t) / MARKED_POINTS), **style)
     low, high = mean, mean
     if np.isfinite(half).any():
         low, high = np.clip(mean - half, *clip), np.clip(mean + half, *clip)  # a band past 100% says nothing
-        ax.fill_between(t, low, high, color=handle.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(t, low, high, color=style["color"], alpha=0.15, linewidth=0)
     drawn = np.concatenate([mean, low, high])
     drawn = drawn[np.isfinite(drawn)]
-    return handle.get_color(), ((drawn.min(), drawn.max()) if len(drawn) else (np.nan, np.nan))
+    return (drawn.min(), drawn.max()) if len(drawn) else (np.nan, np.nan)

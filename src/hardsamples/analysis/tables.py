@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +21,19 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hardsamples.analysis import aggregate
-from hardsamples.analysis.aggregate import protocol_slug, protocol_text
+from hardsamples import cells
+from hardsamples.analysis.aggregate import protocol_slug
+from hardsamples.cells import protocol_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
 from hardsamples.analysis.inference import MIN_SEEDS, Interval, few_seeds
+from hardsamples.analysis.latex import PACKAGES, TEXT_WIDTH_PT, latex
 
 DEFAULT_OUT = "results/tables"
 # Columns of the Tables 3-5 CSV, in this order (the paper's after ours).
-DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
+DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
              "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high", "train_top1_batch_mean",
              "train_top1_batch_ci95", "test_top1_mean", "test_top1_ci95", "test_top1_low", "test_top1_high",
              "test_top1_batch_mean", "test_top1_batch_ci95", "batch_evaluation", "pairs", "test_top1_diff",
@@ -90,12 +92,46 @@ def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
     return f"{number(estimate, digits, True)} [{number(low, digits, True)}, {number(high, digits, True)}]{few_seeds(n)}"
 
 
+def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """One column per setting a sweep varied (cells.py), from the frame's `settings`; none when no
+    setting varied (then the tables look as they always did)."""
+    if "settings" not in frame:
+        return {}
+    parsed = [cells.split_settings(text) for text in frame["settings"]]
+    keys = list(dict.fromkeys(key for settings in parsed for key in settings))
+    return {key: [settings.get(key, "") for settings in parsed] for key in keys}
+
+
+def with_settings(display: pd.DataFrame, frame: pd.DataFrame, after: str = "δ") -> pd.DataFrame:
+    """The display (one row per row of frame, in its order) with a column per varied setting after `after`."""
+    columns = setting_columns(frame)
+    if not columns:
+        return display
+    display = display.copy()
+    position = display.columns.get_loc(after) + 1 if after in display else len(display.columns)
+    for offset, (key, values) in enumerate(columns.items()):
+        display.insert(position + offset, key, values)
+    display.attrs["settings"] = list(columns)  # row labels, which tables.tex repeats in every part
+    return display
+
+
+def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's `settings` column as one column per setting, in its place; dropped when none varied."""
+    if "settings" not in data:
+        return data
+    columns, position = setting_columns(data), data.columns.get_loc("settings")
+    data = data.drop(columns="settings")
+    for offset, (key, values) in enumerate(columns.items()):
+        data.insert(position + offset, key, values)
+    return data
+
+
 def p_text(p) -> str:
     return "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def method_labels(table: pd.DataFrame) -> list[str]:
-    return [m + (f" ({v})" if v else "") for m, v in zip(table["method"], table["variant"])]
+    return [cells.method_text(row) for _, row in table.iterrows()]
 
 
 def paper_cell(mean, ci) -> str:
@@ -216,7 +252,7 @@ def delta_display(part: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
         columns["paper Δe %"] = part["paper_delta_e_pct"].map(number)
         columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: number(v, 2, True))
     columns["not in means"] = part["not_in_means"].fillna("")
-    return pd.DataFrame(columns).reset_index(drop=True)
+    return with_settings(pd.DataFrame(columns).reset_index(drop=True), part)
 
 
 def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
@@ -249,7 +285,7 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
              "To δ=1's target: epoch-equivalents for δ to reach the same seed's δ = 1.0 best train loss / best"
              " test top-1 (running median of 3), mean over the seeds that reached it, vs δ = 1.0's own epochs to it;"
              " ×: geometric-mean speed-up t₁ / t_δ. 'never': censored in every seed."]
-    return Section(key, title, display.reset_index(drop=True), notes=notes + seeds_note(part))
+    return Section(key, title, with_settings(display.reset_index(drop=True), part), notes=notes + seeds_note(part))
 
 
 def table6_section(t6: pd.DataFrame) -> Section:
@@ -273,6 +309,7 @@ def table6_section(t6: pd.DataFrame) -> Section:
              " (simulated, 200,000 seeded draws).",
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
              f" {number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
+    display = with_settings(display, t6, after="protocol")
     return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone", display, t6,
                    notes=notes)
 
@@ -297,7 +334,7 @@ def table1_section(t1: pd.DataFrame) -> Section:
         notes.append("wall clock (records without train_seconds): the run's cumulative seconds over its updates,"
                      " which include evaluation, checkpoints, process and W&B start-up; in a sweep δ = 1.0 runs first"
                      " and pays the warm-up, so its ratios are an ordering artefact as much as a cost.")
-    return Section("table1", "Table 1: seconds per update", display, t1, notes=notes + seeds_note(t1))
+    return Section("table1", "Table 1: seconds per update", with_settings(display, t1), t1, notes=notes + seeds_note(t1))
 
 
 TIMING_TEXT = {"train_seconds": "train seconds (updates only)", "wall clock": "wall clock (incl. evaluation, start-up)"}
@@ -343,7 +380,7 @@ def methods_section(methods: pd.DataFrame) -> Section:
         "to standard's test top-1": [reach_cell(r, "test_top1") for _, r in methods.iterrows()],
         "not in means": methods["not_in_means"].fillna("")})
     return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, protocol and seeds)",
-                   display, methods,
+                   with_settings(display, methods), methods,
                    notes=["Every difference is paired by seed: mean [95% t-interval]; p Holm: paired t-test, Holm's"
                           " correction over the rows of this table. Δe % = (e_standard / e_method − 1) × 100 over seeds"
                           " where both converged; censored pairs counted (see the Tables 3-5 notes)."]
@@ -366,7 +403,8 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
     summary_display = summary.assign(**{c: summary[c].map(number) for c in summary if c.startswith("mean")})
-    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", display, sensitivity,
+    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", with_settings(display, sensitivity),
+                    sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
             Section("sensitivity_summary", "Sensitivity summary: the sign of Δe for δ < 1 under each rule",
@@ -406,7 +444,7 @@ def consistency_sections(report: ConsistencyReport) -> list[Section]:
     ]
 
 
-def status_sections(runs: pd.DataFrame, warnings: list[str]) -> list[Section]:
+def status_sections(runs: pd.DataFrame) -> list[Section]:
     counts = runs["status"].fillna("unreadable").value_counts()
     left_out = runs[~runs["included"]]
     display = pd.DataFrame({
@@ -419,10 +457,9 @@ def status_sections(runs: pd.DataFrame, warnings: list[str]) -> list[Section]:
              f"{int(runs['included'].sum())} enter the means")
     notes = (["The runs in this table are counted in the tables' 'not in means' column and never averaged in."]
              if len(left_out) else ["Every run finished and enters the means."])
-    notes += [f"Warning: {w}" for w in warnings]
-    columns = ["run_dir", "dataset", "model", "method", "delta", "seed", *PROTOCOL, "status", "included", "note",
+    columns = ["run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
                "intervals", "train_top1", "test_top1", "seconds_per_update", "error"]
-    return [Section("runs", title, display.reset_index(drop=True), runs[[c for c in columns if c in runs] +
+    return [Section("runs", title, with_settings(display.reset_index(drop=True), left_out), runs[[c for c in columns if c in runs] +
                     [c for c in runs if c.startswith(("e_", "converged_"))]], notes=notes)]
 
 
@@ -442,88 +479,18 @@ def markdown(section: Section) -> str:
     return f"## {section.title}\n\n{body}\n{notes}\n"
 
 
-def latex(section: Section) -> str:
-    """One booktabs table float, centred: numeric columns right-aligned, every cell and the caption
-    converted by tex_text (so it compiles with pdflatex and prints what the Markdown says)."""
-    if not len(section.display):
-        return ""
-    display = section.display.reset_index(drop=True)
-    style = display.style.hide(axis="index").format(lambda v: tex_text(cell_text(v))).format_index(tex_text, axis=1)
-    return style.to_latex(column_format="".join("r" if is_numeric(display[c]) else "l" for c in display),
-                          position_float="centering", hrules=True, caption=tex_text(section.title),
-                          label=f"tab:{section.key}")
-
-
-# LaTeX's special characters in text mode, and the other characters the tables print, as pdflatex
-# typesets them with its default fonts (OT1 prints a bare < > | as the wrong glyph, and stops at
-# a Unicode character it has no definition for).
-TEXT_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "—": "---",
-            "⚠": r"\textbf{!}"}
-MATH_TEX = {"<": "<", ">": ">", "|": "|", "±": r"\pm", "×": r"\times", "−": "-", "≤": r"\leq", "≥": r"\geq",
-            "≈": r"\approx", "→": r"\rightarrow", "√": r"\surd", "·": r"\cdot", "δ": r"\delta", "Δ": r"\Delta",
-            "σ": r"\sigma", **{chr(0x2080 + i): f"_{i}" for i in range(10)}}  # ₀-₉: subscripts
-# A one-letter symbol with a one-character subscript (e_δ, d_z, e₁) is one formula, not an underscore.
-SYMBOL = re.compile(r"(?<![A-Za-z0-9])([A-Za-z])(?:_([A-Za-z0-9δ])|([₀-₉]))(?![A-Za-z0-9_₀-₉])")
-NEGATIVE = re.compile(r"(?<![A-Za-z0-9.])-(?=\d)")  # -0.21, [-63.14, ...]; not the hyphen of d-0.2 or a range
-NUMERIC_CELL = re.compile(r"^(?:[<≤] ?|\[)?[+\-−]?\d")  # a number (signed), a bound such as <0.001, an interval [low, high]
-PLACEHOLDERS = {"", "-", "–", "n/a"}  # what an empty numeric cell prints
-
-
-def tex_text(text: str) -> str:
-    """Plain text (a cell, a header, a caption) as LaTeX: specials escaped, symbols in math mode,
-    neighbouring formulas merged into one."""
-    pieces: list[tuple[bool, str]] = []  # (math mode, LaTeX)
-    position = 0
-    for match in SYMBOL.finditer(text):
-        pieces += _tex_pieces(text[position:match.start()])
-        letter, subscript = match.group(1), match.group(2) or match.group(3)
-        pieces.append((True, f"{letter}_{{{''.join(MATH_TEX.get(c, c) for c in subscript).lstrip('_')}}}"))
-        position = match.end()
-    pieces += _tex_pieces(text[position:])
-    out, math_run = [], []
-    for is_math, tex in pieces + [(False, "")]:
-        if is_math:
-            math_run.append(tex)
-            continue
-        if math_run:
-            out.append("$" + " ".join(math_run) + "$")
-            math_run = []
-        out.append(tex)
-    return "".join(out)
-
-
-def _tex_pieces(text: str) -> list[tuple[bool, str]]:
-    text = NEGATIVE.sub("−", text)  # the sign of a number is a minus, not a hyphen
-    return [(True, MATH_TEX[c]) if c in MATH_TEX else (False, TEXT_TEX.get(c, c)) for c in text]
-
-
-def cell_text(value) -> str:
-    """A display cell as the Markdown prints it: strings as they are, whole floats without '.0'."""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:g}"
-    return str(value)
-
-
-def is_numeric(column: pd.Series) -> bool:
-    """Right-align a column whose every filled cell starts with a number (mean ± CI, [low, high] and
-    p-value cells included)."""
-    cells = [cell_text(v).strip() for v in column]
-    filled = [c for c in cells if c not in PLACEHOLDERS]
-    return bool(filled) and all(NUMERIC_CELL.match(c) for c in filled)
-
-
-def write_outputs(sections: list[Section], out: Path, header: str) -> str:
+def write_outputs(sections: list[Section], out: Path, header: str, latex_width_pt: float = TEXT_WIDTH_PT) -> str:
     out.mkdir(parents=True, exist_ok=True)
     document = header + "\n" + "\n".join(markdown(s) for s in sections)
     (out / "tables.md").write_text(document)
-    (out / "tables.tex").write_text("% Generated by `make tables`; needs \\usepackage{booktabs}. pdflatex-ready"
-                                    " (ASCII only). The widest tables are wider than a page: pick columns, or"
-                                    " set them in a landscape or \\resizebox.\n\n"
-                                    + "\n".join(latex(s) for s in sections))
+    packages = ", ".join(f"\\usepackage{{{p}}}" for p in PACKAGES)
+    (out / "tables.tex").write_text(f"% Generated by `make tables`; needs {packages}. pdflatex-ready (ASCII only)."
+                                    f" Every table fits a text width of {latex_width_pt:g} pt (latex_width_pt):"
+                                    " a wider one is split by columns into parts; the CSVs hold every column.\n\n"
+                                    + "\n".join(latex(s.key, s.title, s.display, latex_width_pt) for s in sections))
     for section in sections:
         if section.data is not None:
-            section.data.to_csv(out / f"{section.key}.csv", index=False)
+            expanded_settings(section.data).to_csv(out / f"{section.key}.csv", index=False)
     return document
 
 
@@ -566,7 +533,7 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
     paper, report = paper_and_report(cfg.paper_dir)
     runs = aggregate.summarise_runs(df, rules)
     rows = aggregate.group_rows(runs, rules, cfg.convergence.rule, cfg.confidence, settings_of(cfg))
-    sections = status_sections(runs, aggregate.config_warnings(runs))
+    sections = status_sections(runs)
     if cfg.get("plan"):  # a study's plan: its verdicts come first
         from hardsamples.analysis.plan import load_plan
         from hardsamples.analysis.plan_sections import plan_sections
@@ -584,8 +551,20 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
         sensitivity = aggregate.sensitivity_table(rows, rules)
         sections += sensitivity_sections(sensitivity, aggregate.sensitivity_summary(sensitivity, rules), rules,
                                          cfg.convergence.rule, OmegaConf.to_container(cfg.convergence.guards))
-    sections += consistency_sections(report)
+    if paper_records_wanted(cfg.paper_consistency, runs):
+        sections += consistency_sections(report)
     return sections, df, runs, rows
+
+
+def paper_records_wanted(setting, runs: pd.DataFrame) -> bool:
+    """paper_consistency (conf/tables.yaml): auto reports the paper against itself only beside runs of
+    the paper's datasets (CIFAR-10, CIFAR-100, STL-10); true always; false never."""
+    if setting == "auto":
+        return bool(runs["dataset"].isin(list(TABLE_OF_DATASET)).any())
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"paper_consistency={setting} is unknown: use auto (beside runs of the paper's datasets),"
+                      " true or false")
 
 
 @functools.lru_cache(maxsize=2)
@@ -600,8 +579,9 @@ def run(cfg: DictConfig) -> int:
     out = Path(cfg.out)
     source = cfg.runs if cfg.source == "records" else f"W&B {cfg.wandb.entity or ''}/{cfg.wandb.project} group {cfg.wandb.group}"
     header = f"# Tables from {source}\n\nGenerated by `make tables` (python -m hardsamples.tables).\n"
-    document = write_outputs(sections, out, header)
-    print(document)
+    document = write_outputs(sections, out, header, cfg.latex_width_pt)
+    if cfg.print_tables:
+        print(document)
     written = []
     if cfg.figures and len(rows):
         from hardsamples.analysis.plots import convergence_figures
