@@ -323,7 +323,7 @@ class FakeWandb:
 
 @pytest.fixture
 def fake_wandb(monkeypatch):
-    import wandb
+    wandb = pytest.importorskip("wandb")
     fake = FakeWandb()
     monkeypatch.setattr(wandb, "init", fake.init)
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_INIT_TIMEOUT"):
@@ -373,7 +373,7 @@ def test_a_slow_wandb_start_is_not_counted_in_the_runs_seconds(fake_wandb, monke
         time.sleep(3)
         raise RuntimeError("timed out")
 
-    import wandb
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setattr(wandb, "init", slow_init)
     assert train_in_process(tmp_path, ["epochs=1", "logger.wandb.mode=online"]) == "finished"
     assert pd.read_csv(tmp_path / "metrics.csv")["seconds"].iloc[-1] < 2.5
