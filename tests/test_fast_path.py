@@ -149,10 +149,11 @@ def test_a_round_never_synchronises_with_the_gpu(method):
     assert loop.state.updates == 3 * loop.num_batches
 
 
-def test_bench_writes_all_five_parts(tmp_path, one_thread):
+def test_bench_writes_all_five_parts_under_each_runtime_asked_for(tmp_path, one_thread):
     tiny = ["profile=cpu", "device=cpu", "models=[test_resnet]", "paper_model=test_resnet", "image_size=16",
             "batch_size=4", "num_batches=5", "repeats=1", "eval_batch_size=8", "authors_native_sizes=[8]",
-            "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}"]
+            "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}",
+            "runtimes=[paper_code,clean]"]
     table = bench.run(bench.settings(tiny))
     written = list(tmp_path.glob("*.csv"))
     assert len(written) == 1
@@ -162,4 +163,9 @@ def test_bench_writes_all_five_parts(tmp_path, one_thread):
     assert len(csv) == len(table)
     assert csv.loc[csv["part"] != 4, "value"].notna().all()
     assert (csv.loc[csv["part"] == 3, "metric"].str.contains("delta 0.2")).any()
-    assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2
+    # Parts 1, 2, 4 and 5 once per runtime, the CSV saying which; part 3 under the first one listed.
+    for part in (1, 2, 4, 5):
+        per_runtime = csv[csv["part"] == part].groupby("runtime")["metric"].apply(list).to_dict()
+        assert sorted(per_runtime) == ["clean", "paper_code"] and per_runtime["clean"] == per_runtime["paper_code"]
+    assert set(csv.loc[csv["part"] == 3, "runtime"]) == {"paper_code"}
+    assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2 * 2
