@@ -10,9 +10,11 @@ processes on this machine; submitit: SLURM jobs or local subprocesses). None of 
 own GPU, so each job process claims one at job start, before CUDA is initialised: the first GPU,
 counting from `job number mod GPU count`, that no other process on this machine holds. The claim is
 an flock on a file, held until the process exits, so a joblib worker keeps its GPU for every job it
-runs, a dead worker frees it, and two sweeps on one machine do not pile onto GPU 0. When every GPU
-is held the job shares the one its job number points at. Under SLURM the job sees only the GPUs it
-was allocated, so with one GPU per job there is nothing to claim.
+runs, a dead worker frees it, and two sweeps on one machine do not pile onto GPU 0. With the joblib
+launcher's jobs_per_gpu = k each GPU has k slots (k processes share it, each pinned to it): the first
+slot of every GPU is claimed before a second one. When every slot is held the job shares the GPU its
+job number points at. Under SLURM the job sees only the GPUs it was allocated, so with one GPU per
+job there is nothing to claim.
 
 Each sweep job leaves `job.json` in its run directory: what this attempt did (running while it runs,
 then finished, resumed, skipped, diverged or failed), any error, and where it ran (host, pid, GPU).
@@ -62,7 +64,15 @@ def gpu_count_or(default: int) -> int:
     return len(visible_gpus()) or int(default)
 
 
+def gpu_job_slots(jobs_per_gpu, cpu_default) -> int:
+    """Config resolver `${gpu_job_slots:${.jobs_per_gpu},2}` (conf/launcher/joblib.yaml's n_jobs): k jobs
+    on each visible GPU; without a GPU the CPU is the one device, running max(cpu_default, k) jobs."""
+    gpus = len(visible_gpus())
+    return gpus * int(jobs_per_gpu) if gpus else max(int(cpu_default), int(jobs_per_gpu))
+
+
 OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
+OmegaConf.register_new_resolver("gpu_job_slots", gpu_job_slots, replace=True)
 
 # The keys a run's name is made of (conf/config.yaml run_name); a sweep over any other key that
 # changes what a run computes gives each job a directory of its own: <run_name>-<config hash>.
@@ -140,8 +150,14 @@ def lock_dir() -> Path:
     return path
 
 
-def claim_gpu(job_num: int) -> str | None:
-    """Restrict this process to one GPU (CUDA_VISIBLE_DEVICES) when several are visible.
+def slot_lock_name(gpu: str, slot: int) -> str:
+    """Slot 0 is a GPU's whole claim for one job per GPU, so sweeps with and without jobs_per_gpu agree."""
+    return f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}.slot{slot}.lock"
+
+
+def claim_gpu(job_num: int, jobs_per_gpu: int = 1) -> str | None:
+    """Restrict this process to one GPU (CUDA_VISIBLE_DEVICES) when several are visible, claiming one
+    of its `jobs_per_gpu` slots: every GPU's first slot before any second one.
 
     Returns the GPU claimed now, or None when there was nothing to do: one GPU or none, CUDA already
     initialised in this process (a worker that ran an earlier job keeps that job's GPU), or a claim
@@ -152,16 +168,17 @@ def claim_gpu(job_num: int) -> str | None:
     if _claimed_lock is not None or len(gpus) <= 1 or torch.cuda.is_initialized():
         return None
     start, locks = job_num % len(gpus), lock_dir()
-    for gpu in gpus[start:] + gpus[:start]:
-        lock = open(locks / f"gpu-{gpu}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        _claimed_lock = lock
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        return gpu
+    for slot in range(max(1, int(jobs_per_gpu))):
+        for gpu in gpus[start:] + gpus[:start]:
+            lock = open(locks / slot_lock_name(gpu, slot), "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _claimed_lock = lock
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+            return gpu
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[start]  # all held: share, spread by job number
     return gpus[start]
 
@@ -245,14 +262,15 @@ def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
 
 # --- the sweep job ---------------------------------------------------------------------------------
 
-def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str]) -> str:
+def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str],
+              jobs_per_gpu: int = 1) -> str:
     """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed).
 
     A failure is written to job.json and returned, never raised: in Hydra 1.3 a job that raises makes
     the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
     and SystemExit still end the job (a SLURM pre-emption exits this way, and is requeued by submitit).
     """
-    gpu = claim_gpu(job_num)
+    gpu = claim_gpu(job_num, jobs_per_gpu)
     if gpu is not None:
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
     try:

@@ -287,7 +287,8 @@ def hydra_main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, run_dir, int(hydra_cfg.job.num), run_one=run)
+        return sweep_job(cfg, run_dir, int(hydra_cfg.job.num), run_one=run,
+                         jobs_per_gpu=OmegaConf.select(hydra_cfg, "launcher.jobs_per_gpu", default=1))
     try:
         return run(cfg, run_dir)
     except ConfigError as err:

@@ -1,0 +1,25 @@
+"""The options of this package's launchers that Hydra's own lack, as structured configs in Hydra's
+ConfigStore (conf/launcher/joblib.yaml selects `hydra/launcher: hardsamples_joblib`).
+
+Hydra imports every module of hydra_plugins when it looks for plugins, outside sys.modules; a
+dataclass with postponed annotations cannot be made there, so this module has none.
+"""
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+
+@dataclass
+class SharedGpuJoblibConf(JobLibLauncherConf):
+    """Hydra's joblib launcher options and jobs_per_gpu: how many jobs share one GPU, each pinned to it
+    (hardsamples.sweep.claim_gpu). Small models leave a GPU mostly idle, so k jobs on it finish up to k
+    runs in the time of one, until the GPU is busy."""
+
+    _target_: str = "hydra_plugins.hardsamples_launchers.launchers.JoblibLauncher"
+    jobs_per_gpu: int = 1
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="hardsamples_joblib", node=SharedGpuJoblibConf,
+                             provider="hardsamples")

@@ -1,0 +1,106 @@
+"""Several jobs on one GPU: the joblib launcher's jobs_per_gpu, each job pinned to a GPU slot."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections import defaultdict
+
+import pytest
+
+from conftest import TINY, run_cli
+from hardsamples import sweep as launch
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def two_fake_gpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("HARDSAMPLES_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setattr(launch, "_claimed_lock", None)
+    held = []
+
+    def hold(name: str) -> None:
+        """Another process holds this lock file."""
+        handle = open(tmp_path / name, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(handle)
+
+    yield hold
+    for handle in held:
+        handle.close()
+
+
+def claim_afresh(job_num: int, jobs_per_gpu: int) -> str | None:
+    """The GPU a new job process would claim (one claim per process), let go at once."""
+    launch._claimed_lock = None
+    launch.os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
+    gpu = launch.claim_gpu(job_num, jobs_per_gpu)
+    if launch._claimed_lock is not None:
+        launch._claimed_lock.close()
+        launch._claimed_lock = None
+    return gpu
+
+
+def test_every_gpu_gets_a_job_before_any_gets_a_second(two_fake_gpus):
+    assert claim_afresh(job_num=0, jobs_per_gpu=2) == "0"
+    two_fake_gpus("gpu-0.lock")
+    assert claim_afresh(job_num=0, jobs_per_gpu=2) == "1"  # GPU 0 busy: GPU 1's first slot, not 0's second
+    two_fake_gpus("gpu-1.lock")
+    assert claim_afresh(job_num=1, jobs_per_gpu=2) == "1"  # every first slot held: a second slot
+    two_fake_gpus("gpu-1.slot1.lock")
+    assert claim_afresh(job_num=1, jobs_per_gpu=2) == "0"
+    two_fake_gpus("gpu-0.slot1.lock")
+    assert claim_afresh(job_num=3, jobs_per_gpu=2) == "1"  # all 4 slots held: share, by job number (3 mod 2)
+    assert claim_afresh(job_num=0, jobs_per_gpu=1) == "0"  # one job per GPU: only the first slots count
+
+
+def test_joblib_runs_jobs_per_gpu_times_the_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert launch.gpu_job_slots(4, 2) == 8 and launch.gpu_job_slots(1, 2) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the CPU is one device
+    assert launch.gpu_job_slots(1, 2) == 2 and launch.gpu_job_slots(3, 2) == 3
+
+
+def sharing_sweep(cwd, jobs_per_gpu: str, seeds: str, visible: str):
+    return run_cli(["-m", "experiment=demo", *TINY, "epochs=1", "delta=1.0", f"seed={seeds}", "sweep_name=shared",
+                    "launcher=joblib", f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}"], cwd=cwd,
+                   env={**ONE_THREAD, "CUDA_VISIBLE_DEVICES": visible, "HARDSAMPLES_GPU_LOCKS": str(cwd / "locks")})
+
+
+@pytest.mark.slow
+def test_k_jobs_share_each_gpu_each_pinned_to_one(tmp_path):
+    """Two GPUs named but none present (the jobs train on the CPU): four workers, two on each GPU."""
+    result = sharing_sweep(tmp_path, "2", "0,1,2,3", "0,1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=4" in result.stdout + result.stderr
+    assert "4 jobs" in result.stdout and "4 finished" in result.stdout
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "results/runs/shared").glob("*/job.json")]
+    processes = defaultdict(set)
+    for note in notes:
+        processes[note["cuda_visible_devices"]].add(note["pid"])
+    assert set(processes) <= {"0", "1"} and all(len(pids) <= 2 for pids in processes.values()), processes
+    if len({note["pid"] for note in notes}) == 4:  # each job in its own worker: two per GPU
+        assert {gpu: len(pids) for gpu, pids in processes.items()} == {"0": 2, "1": 2}
+
+
+@pytest.mark.slow
+def test_two_jobs_share_the_one_device(tmp_path):
+    """One device (here the CPU, as under CUDA_VISIBLE_DEVICES with one GPU): the option is accepted
+    and both jobs run at once in two workers."""
+    result = sharing_sweep(tmp_path, "2", "0,1", "")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr and "2 finished" in result.stdout
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "results/runs/shared").glob("*/job.json")]
+    assert len(notes) == 2
+    first, second = sorted(notes, key=lambda note: note["started_at"])
+    assert first["ended_at"] > second["started_at"], "the two jobs ran at the same time"
+
+
+def test_a_bad_jobs_per_gpu_is_one_line(tmp_path):
+    result = sharing_sweep(tmp_path, "0", "0", "")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: hydra.launcher.jobs_per_gpu=0 must be a whole number >= 1")
+    assert not list(tmp_path.rglob("run.json"))
