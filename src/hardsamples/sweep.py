@@ -43,7 +43,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hardsamples import records
+from hardsamples import records, slices
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
 
@@ -235,13 +235,19 @@ class JobNote:
     def refused(run_dir: Path, job_num: int, error: str) -> None:
         """A job that could not have the run directory (another process holds it): its failure goes
         to a note of its own, job.refused-<attempt>.json, so the holder's job.json is left alone."""
+        JobNote.aside(run_dir, job_num, "failed", error, "job.refused-{attempt}.json")
+
+    @staticmethod
+    def aside(run_dir: Path, job_num: int, outcome: str, error: str | None, name: str) -> None:
+        """A job's note beside job.json (name: its file name, {attempt} filled in), for a job that did
+        not train its run: refused its directory, or postponed past a slice's time budget."""
         attempt = uuid.uuid4().hex[:12]
-        note = {"attempt": attempt, "job_num": job_num, "outcome": "failed", "error": error,
-                "host": socket.gethostname(), "pid": os.getpid(),
+        note = {"attempt": attempt, "job_num": job_num, "outcome": outcome, "error": error,
+                "sweep_id": os.environ.get(SWEEP_ID_ENV), "host": socket.gethostname(), "pid": os.getpid(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "started_at": time.time(), "ended_at": time.time()}
         try:
-            records.write_json(Path(run_dir) / f"job.refused-{attempt}.json", note)
+            records.write_json(Path(run_dir) / name.format(attempt=attempt), note)
         except OSError:
             pass  # the directory is a file or read-only: the job's log still has the error
 
@@ -270,6 +276,10 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[D
     the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
     and SystemExit still end the job (a SLURM pre-emption exits this way, and is requeued by submitit).
     """
+    if slices.budget_spent() and not is_over_already(run_dir):  # a slice's time budget: left for the next slice
+        log.info("%s: not started, the sweep's time budget is spent", cfg.run_name)
+        JobNote.aside(run_dir, job_num, "postponed", None, slices.POSTPONED_NOTE)
+        return "postponed"
     gpu = claim_gpu(job_num, jobs_per_gpu)
     if gpu is not None:
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
@@ -288,6 +298,7 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
         log.info("%s: requeued after it ended (%s): nothing to do", cfg.run_name, ended["outcome"])
         return ended["outcome"]
     note = JobNote(run_dir, job_num)
+    (run_dir / slices.POSTPONED_NOTE).unlink(missing_ok=True)  # an earlier slice's, now out of date
     try:
         before = records.read_record(run_dir)
         status = run_one(cfg, run_dir)
@@ -299,6 +310,9 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
         with contextlib.suppress(OSError):  # a full disk refuses the note too: the job's log has the error
             note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
+    except slices.BudgetSpent as err:  # at_budget=stop: recorded interrupted; the next slice resumes it
+        note.close("stopped", str(err))
+        return "stopped"
     except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
         with contextlib.suppress(OSError):
             note.close("failed", stop_reason(err))
@@ -307,6 +321,15 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
     outcome = job_outcome(before, after, status)
     note.close(outcome, after.get("error"))
     return outcome
+
+
+def is_over_already(run_dir: Path) -> bool:
+    """Whether run_dir's record says the run is over (a rerun would only skip it); a record that cannot
+    be read counts as not over, and the job that starts it says what is wrong."""
+    try:
+        return (records.read_record(run_dir) or {}).get("status") in OVER
+    except ConfigError:
+        return False
 
 
 def job_outcome(before: dict | None, after: dict, status: str) -> str:
@@ -328,6 +351,7 @@ def job_outcome(before: dict | None, after: dict, status: str) -> str:
 #       failed    test_resnet-digits-hard_batches-d1.5-s0: ConfigError: delta=1.5 is outside (0, 1]: ...
 
 OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
+SLICE_OUTCOMES = ("stopped", "postponed")  # a slice's time budget (slices.py): counted when there are any
 
 
 class SweepSummary(Callback):
@@ -356,17 +380,19 @@ class SweepSummary(Callback):
 
 
 def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
-    """notes: each job's note by its path (<run dir>/job.json or <run dir>/job.refused-*.json)."""
+    """notes: each job's note by its path (<run dir>/job.json, job.refused-*.json or job.postponed.json)."""
     outcomes = {path: outcome_of(note) for path, note in notes.items()}
+    counts = {o: list(outcomes.values()).count(o) for o in OUTCOMES + SLICE_OUTCOMES}
     minutes, secs = divmod(round(seconds), 60)
     lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {minutes}m{secs:02d}s: "
-             + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
+             + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
+             + "".join(f", {counts[o]} {o}" for o in SLICE_OUTCOMES if counts[o])]
     for path, outcome in sorted(outcomes.items()):
         if outcome in ("diverged", "failed"):
             error = notes[path].get("error") or "the job stopped without closing its job.json (killed?)"
             lines.append(f"  {outcome:<9} {path.parent.name}: {error}")
     over = sorted({path.parent for path, outcome in outcomes.items() if outcome in ("finished", "resumed", "skipped")})
-    return "\n".join(lines + cell_lines(over))
+    return "\n".join(lines + slices.budget_line(counts) + cell_lines(over))
 
 
 def final_row(run_dir: Path) -> tuple[dict, dict] | None:
@@ -408,4 +434,4 @@ def mean_sd(values: list[float], digits: int) -> str:
 
 def outcome_of(note: dict) -> str:
     """A job still `running` when its sweep ends was killed without a word: it failed."""
-    return note.get("outcome") if note.get("outcome") in OUTCOMES else "failed"
+    return note.get("outcome") if note.get("outcome") in OUTCOMES + SLICE_OUTCOMES else "failed"

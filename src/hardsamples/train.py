@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hardsamples import records
+from hardsamples import records, slices
 from hardsamples.config_checks import check_group_choices, check_override_keys
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device
 from hardsamples.errors import ConfigError, Terminated, stop_reason
@@ -206,6 +206,8 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
                      cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss,
                      test.top1, row["seconds"])
+            if cfg.record.checkpoint and loop.state.updates < loop.budget:
+                slices.stop_if_budget_spent()  # a sweep's time budget with at_budget=stop: the next slice resumes here
     write_final_accuracy(loop, record, settings, train if train_ids is None else None, test)
     record.set_status("finished", finished_at=now())
     return "finished"
