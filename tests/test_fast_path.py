@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from conftest import TINY, compose_config, train_in_process
 from hardsamples.bench import speed as bench
@@ -36,14 +35,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def reference_algorithm2(cfg) -> list[tuple[int, int, float]]:
-    """(round, batch, loss) of every update: the simple path, from the same seed, data and model."""
+def reference_algorithm2(cfg, device: torch.device = torch.device("cpu")) -> list[tuple[int, int, float]]:
+    """(round, batch, loss) of every update: the simple path, from the same seed, data and model, in
+    float32 on `device` (plain layout, foreach SGD: none of the loop's fast paths)."""
     torch.manual_seed(cfg.seed)
     host = load_host_data(cfg)
-    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, torch.device("cpu"))
+    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, device)
     batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
-                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=torch.device("cpu"))
-    model = build_model(cfg.model.name, data.num_classes, data.channels)
+                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=device)
+    model = build_model(cfg.model.name, data.num_classes, data.channels).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
                                 weight_decay=cfg.optimizer.weight_decay)
     num_batches, budget = batches.shape[0], batches.shape[0] * cfg.epochs
@@ -98,10 +98,11 @@ def test_trace_matches_a_simple_reference_of_algorithm_2(tmp_path, one_thread, f
     assert trace["loss"].tolist() == list(losses)  # exact: both store the fused mean, in float32
 
 
-def tiny_loop(device: torch.device, method: list[str]) -> UpdateLoop:
-    """The project's loop, built as train.run builds it (loop.build_loop), on a small model and synthetic data."""
-    runtime = make_runtime(OmegaConf.create({"device": str(device), "precision": "auto", "channels_last": "auto"}))
-    cfg = compose_config(TINY + method)
+def tiny_loop(device: torch.device, method: list[str], fidelity: str = "paper_code") -> UpdateLoop:
+    """The project's loop, built as train.run builds it (loop.build_loop), on a small model and synthetic
+    data, under the protocol's runtime (on CUDA: paper_code float32 with TF32 convolutions, clean bf16)."""
+    cfg = compose_config(TINY + method + [f"device={device}", f"fidelity={fidelity}"])
+    runtime = make_runtime(cfg)
     torch.manual_seed(0)
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", runtime.device, runtime.memory_format)
     return build_loop(cfg, data, runtime)
@@ -133,10 +134,12 @@ def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread, me
     assert loop.state.updates == 2 * loop.num_batches
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
+@pytest.mark.parametrize("fidelity", ["paper_code", "clean"])
 @pytest.mark.parametrize("method", METHODS)
-def test_a_round_never_synchronises_with_the_gpu(method):
-    loop = tiny_loop(torch.device("cuda"), METHODS[method])
+def test_a_round_never_synchronises_with_the_gpu(method, fidelity):
+    loop = tiny_loop(torch.device("cuda"), METHODS[method], fidelity)
     loop.train_interval()  # round 0, cuDNN autotuning, allocator warm-up
     loop.train_interval()  # the first sorts
     torch.cuda.synchronize()
