@@ -58,8 +58,8 @@ def test_every_gpu_gets_a_job_before_any_gets_a_second(two_fake_gpus):
 def test_joblib_runs_jobs_per_gpu_times_the_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     assert launch.gpu_job_slots(4, 2) == 8 and launch.gpu_job_slots(1, 2) == 2
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the CPU is one device
-    assert launch.gpu_job_slots(1, 2) == 2 and launch.gpu_job_slots(3, 2) == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the CPU's own number of jobs, whatever k
+    assert launch.gpu_job_slots(1, 2) == 2 and launch.gpu_job_slots(8, 2) == 2
 
 
 def sharing_sweep(cwd, jobs_per_gpu: str, seeds: str, visible: str):

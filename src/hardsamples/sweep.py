@@ -66,9 +66,10 @@ def gpu_count_or(default: int) -> int:
 
 def gpu_job_slots(jobs_per_gpu, cpu_default) -> int:
     """Config resolver `${gpu_job_slots:${.jobs_per_gpu},2}` (conf/launcher/joblib.yaml's n_jobs): k jobs
-    on each visible GPU; without a GPU the CPU is the one device, running max(cpu_default, k) jobs."""
+    on each visible GPU; without a GPU, cpu_default jobs whatever k (a grid tuned for a GPU, say 8 runs
+    per GPU, would otherwise start 8 processes on a laptop's CPU)."""
     gpus = len(visible_gpus())
-    return gpus * int(jobs_per_gpu) if gpus else max(int(cpu_default), int(jobs_per_gpu))
+    return gpus * int(jobs_per_gpu) if gpus else int(cpu_default)
 
 
 OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
