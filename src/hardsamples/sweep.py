@@ -69,7 +69,12 @@ def gpu_job_slots(jobs_per_gpu, cpu_default) -> int:
     on each visible GPU; without a GPU, cpu_default jobs whatever k (a grid tuned for a GPU, say 8 runs
     per GPU, would otherwise start 8 processes on a laptop's CPU)."""
     gpus = len(visible_gpus())
-    return gpus * int(jobs_per_gpu) if gpus else int(cpu_default)
+    if not gpus:
+        return int(cpu_default)
+    try:
+        return gpus * max(1, int(jobs_per_gpu))
+    except (TypeError, ValueError):  # not a number: the launcher refuses it in one line
+        return gpus
 
 
 OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)

@@ -7,7 +7,7 @@ dataclass with postponed annotations cannot be made there, so this module has no
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeperConf
 from hydra.core.config_store import ConfigStore
@@ -21,7 +21,7 @@ class SharedGpuJoblibConf(JobLibLauncherConf):
     runs in the time of one, until the GPU is busy."""
 
     _target_: str = "hydra_plugins.hardsamples_launchers.launchers.JoblibLauncher"
-    jobs_per_gpu: int = 1
+    jobs_per_gpu: Any = 1  # untyped here: the launcher refuses a bad value in one line, not Hydra in six
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="hardsamples_joblib", node=SharedGpuJoblibConf,
@@ -34,8 +34,9 @@ class SlicedSweeperConf(BasicSweeperConf):
     an optional time budget after which no new run starts (hardsamples.slices)."""
 
     _target_: str = "hydra_plugins.hardsamples_launchers.sweeper.SlicedSweeper"
-    budget_minutes: Optional[float] = None  # null: no budget, every run of the grid
-    at_budget: str = "finish"  # finish: runs going at the budget end; stop: they stop at their next checkpoint
+    # Untyped here: the sweeper refuses a bad value in one line (slices.check_budget), not Hydra in six.
+    budget_minutes: Any = None  # null: no budget, every run of the grid
+    at_budget: Any = "finish"  # finish: runs going at the budget end; stop: they stop at their next checkpoint
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="hardsamples_basic", node=SlicedSweeperConf,
