@@ -276,7 +276,8 @@ def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
 
 def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str],
               jobs_per_gpu: int = 1) -> str:
-    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed).
+    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed; with a
+    time budget also postponed or stopped, slices.py). jobs_per_gpu: the joblib launcher's, for the GPU claim.
 
     A failure is written to job.json and returned, never raised: in Hydra 1.3 a job that raises makes
     the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
