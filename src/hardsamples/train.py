@@ -299,6 +299,10 @@ def hydra_main(cfg: DictConfig) -> str:
     except Terminated as err:
         print(f"error: {err}: run the same command again to resume from the last checkpoint", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a time limit (timeout --signal=INT): recorded interrupted
+        print("error: interrupted (Ctrl-C or SIGINT): run the same command again to resume from the last"
+              " checkpoint", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
