@@ -20,8 +20,11 @@ from hardsamples.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
-# Tiny and fast: a 0.4M-parameter timm ResNet on synthetic 16 x 16 images, W&B off.
-TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=3", "logger.wandb.mode=disabled"]
+# Tiny and fast: a 0.4M-parameter timm ResNet on synthetic 16 x 16 images, W&B off, on the CPU even where
+# CUDA is visible: tests compare with CPU references (exact losses, no TF32, determinism). The tests
+# about CUDA name their device (tests/test_cuda.py).
+TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=3", "logger.wandb.mode=disabled",
+            "device=cpu"]
 TINY_DATA = ["dataset=synthetic", "dataset.num_train=600", "dataset.num_test=128", "dataset.native_size=16"]
 TINY = TINY_RUN + TINY_DATA
 

@@ -26,8 +26,8 @@ PRIMARY = ("config", "tables", "bench")  # conf/<name>.yaml: the run's, `make ta
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
 OPTIONS = [(group, option) for group in GROUPS for option in group_choices(group)]
 EXPERIMENTS = group_choices("experiment")
-# The settings shared by the two Fashion-MNIST grids: a file to inherit from, not a grid of its own.
-NOT_A_GRID = {"fashion_mnist_setup", "fashion_mnist_memorise_setup"}
+# The settings shared by the Fashion-MNIST grids (CPU and GPU): files to inherit from, not grids of their own.
+NOT_A_GRID = {"fashion_mnist_setup", "fashion_mnist_memorise_setup", "gpu_resnet18_fmnist_setup"}
 
 
 def composed_each(overrides: list[list[str]], with_hydra: bool = True) -> list[DictConfig]:

@@ -77,6 +77,8 @@ def test_bench_profile_keys_are_overridden_by_name():
     (["profile=gpu"], "profile=gpu is unknown: use one of auto, cpu, full"),
     (["device=tpu"], "device=tpu is not a device the bench runs on"),
     (["compile=maybe"], "compile=maybe is not true or false"),
+    (["runtimes=[fast]"], "runtimes=['fast'] must name each protocol once, from clean, paper_code"),
+    (["runtimes=clean"], "write it in brackets, e.g. runtimes=[paper_code,clean]"),
     (["repeat=3"], "unknown option 'repeat': did you mean repeats?"),
     (["+repeats=3"], "neither adds nor deletes options"),
     (["repeats=3,5"], "is a sweep"),

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from conftest import TINY, compose_config, train_in_process
 from hardsamples.bench import speed as bench
@@ -36,14 +35,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def reference_algorithm2(cfg) -> list[tuple[int, int, float]]:
-    """(round, batch, loss) of every update: the simple path, from the same seed, data and model."""
+def reference_algorithm2(cfg, device: torch.device = torch.device("cpu")) -> list[tuple[int, int, float]]:
+    """(round, batch, loss) of every update: the simple path, from the same seed, data and model, in
+    float32 on `device` (plain layout, foreach SGD: none of the loop's fast paths)."""
     torch.manual_seed(cfg.seed)
     host = load_host_data(cfg)
-    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, torch.device("cpu"))
+    data = to_device(host, cfg.image_size, cfg.fidelity.normalization, device)
     batches = make_fixed_batches(data.num_train, cfg.batch_size, drop_last=cfg.fidelity.drop_last,
-                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=torch.device("cpu"))
-    model = build_model(cfg.model.name, data.num_classes, data.channels)
+                                 partition=cfg.fidelity.partition, seed=cfg.seed, device=device)
+    model = build_model(cfg.model.name, data.num_classes, data.channels).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
                                 weight_decay=cfg.optimizer.weight_decay)
     num_batches, budget = batches.shape[0], batches.shape[0] * cfg.epochs
@@ -98,10 +98,11 @@ def test_trace_matches_a_simple_reference_of_algorithm_2(tmp_path, one_thread, f
     assert trace["loss"].tolist() == list(losses)  # exact: both store the fused mean, in float32
 
 
-def tiny_loop(device: torch.device, method: list[str]) -> UpdateLoop:
-    """The project's loop, built as train.run builds it (loop.build_loop), on a small model and synthetic data."""
-    runtime = make_runtime(OmegaConf.create({"device": str(device), "precision": "auto", "channels_last": "auto"}))
-    cfg = compose_config(TINY + method)
+def tiny_loop(device: torch.device, method: list[str], fidelity: str = "paper_code") -> UpdateLoop:
+    """The project's loop, built as train.run builds it (loop.build_loop), on a small model and synthetic
+    data, under the protocol's runtime (on CUDA: paper_code float32 with TF32 convolutions, clean bf16)."""
+    cfg = compose_config(TINY + method + [f"device={device}", f"fidelity={fidelity}"])
+    runtime = make_runtime(cfg)
     torch.manual_seed(0)
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", runtime.device, runtime.memory_format)
     return build_loop(cfg, data, runtime)
@@ -133,10 +134,12 @@ def test_a_round_reads_no_python_value_from_a_tensor(monkeypatch, one_thread, me
     assert loop.state.updates == 2 * loop.num_batches
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch.cuda.set_sync_debug_mode")
+@pytest.mark.parametrize("fidelity", ["paper_code", "clean"])
 @pytest.mark.parametrize("method", METHODS)
-def test_a_round_never_synchronises_with_the_gpu(method):
-    loop = tiny_loop(torch.device("cuda"), METHODS[method])
+def test_a_round_never_synchronises_with_the_gpu(method, fidelity):
+    loop = tiny_loop(torch.device("cuda"), METHODS[method], fidelity)
     loop.train_interval()  # round 0, cuDNN autotuning, allocator warm-up
     loop.train_interval()  # the first sorts
     torch.cuda.synchronize()
@@ -149,10 +152,11 @@ def test_a_round_never_synchronises_with_the_gpu(method):
     assert loop.state.updates == 3 * loop.num_batches
 
 
-def test_bench_writes_all_five_parts(tmp_path, one_thread):
+def test_bench_writes_all_five_parts_under_each_runtime_asked_for(tmp_path, one_thread):
     tiny = ["profile=cpu", "device=cpu", "models=[test_resnet]", "paper_model=test_resnet", "image_size=16",
             "batch_size=4", "num_batches=5", "repeats=1", "eval_batch_size=8", "authors_native_sizes=[8]",
-            "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}"]
+            "projection.image_size=32", "projection.batch_size=8", f"out_dir={tmp_path}",
+            "runtimes=[paper_code,clean]"]
     table = bench.run(bench.settings(tiny))
     written = list(tmp_path.glob("*.csv"))
     assert len(written) == 1
@@ -162,4 +166,9 @@ def test_bench_writes_all_five_parts(tmp_path, one_thread):
     assert len(csv) == len(table)
     assert csv.loc[csv["part"] != 4, "value"].notna().all()
     assert (csv.loc[csv["part"] == 3, "metric"].str.contains("delta 0.2")).any()
-    assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2
+    # Parts 1, 2, 4 and 5 once per runtime, the CSV saying which; part 3 under the first one listed.
+    for part in (1, 2, 4, 5):
+        per_runtime = csv[csv["part"] == part].groupby("runtime")["metric"].apply(list).to_dict()
+        assert sorted(per_runtime) == ["clean", "paper_code"] and per_runtime["clean"] == per_runtime["paper_code"]
+    assert set(csv.loc[csv["part"] == 3, "runtime"]) == {"paper_code"}
+    assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2 * 2

@@ -198,6 +198,7 @@ def test_a_new_pass_starts_training_afresh():
     assert first == second == [0, 1, 2, 3, 2, 3, 0, 1]
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda_a_step_costs_no_host_synchronisation():
     sampler = HardBatchSampler(640, batch_size=64, epochs=3, delta=0.3)

@@ -230,6 +230,25 @@ def test_sigterm_marks_the_run_interrupted_before_the_process_ends(tmp_path):
     assert "Traceback" not in err, err[-2000:]
 
 
+@pytest.mark.slow
+def test_sigint_ends_a_run_in_one_line_and_marks_it_interrupted(tmp_path):
+    """Ctrl-C, or a time limit's SIGINT (`timeout --signal=INT`, as the GPU kit stops a command): the run
+    is recorded interrupted and the command says so in one line, with no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardsamples.train", *TINY, "epochs=40", f"hydra.run.dir={tmp_path}"],
+                            env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "metrics.csv").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "interrupted"
+    assert err.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C or SIGINT): run the same command again")
+    assert "Traceback" not in err, err[-2000:]
+
+
 def test_records_are_written_with_the_umask_permissions(tmp_path):
     from hardsamples import records
     old = os.umask(0o022)
@@ -325,7 +344,7 @@ class FakeWandb:
 
 @pytest.fixture
 def fake_wandb(monkeypatch):
-    import wandb
+    wandb = pytest.importorskip("wandb")
     fake = FakeWandb()
     monkeypatch.setattr(wandb, "init", fake.init)
     for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_INIT_TIMEOUT"):
@@ -375,7 +394,7 @@ def test_a_slow_wandb_start_is_not_counted_in_the_runs_seconds(fake_wandb, monke
         time.sleep(3)
         raise RuntimeError("timed out")
 
-    import wandb
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setattr(wandb, "init", slow_init)
     assert train_in_process(tmp_path, ["epochs=1", "logger.wandb.mode=online"]) == "finished"
     assert pd.read_csv(tmp_path / "metrics.csv")["seconds"].iloc[-1] < 2.5

@@ -29,9 +29,9 @@ RUN = "test_resnet-synthetic-hard_batches-d0.8-s0"
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def start(cwd: Path, sweep_name: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hardsamples.train", *ARGS, f"sweep_name={sweep_name}"], cwd=cwd,
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(cwd: Path, sweep_name: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hardsamples.train", *ARGS, f"sweep_name={sweep_name}", *extra],
+                            cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def rows(path: Path) -> int:

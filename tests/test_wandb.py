@@ -19,6 +19,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+pytest.importorskip("wandb")  # the W&B client is optional at run time (a GPU machine may lack it): skip, not error
+
 from conftest import TINY, compose_config
 from hardsamples import wandb_mirror
 from hardsamples.analysis.loading import load_records, load_wandb

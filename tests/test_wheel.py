@@ -129,3 +129,24 @@ def test_installed_scripts_train_and_tabulate_outside_the_checkout(venv, tmp_pat
     assert bench.returncode == 0, bench.stderr
     assert "usage: python -m hardsamples.bench" in bench.stdout and "repeats=" in bench.stdout
     assert not (work / "results" / "bench").exists()
+
+
+def test_an_installed_wheel_reports_its_version_and_the_commit_pip_recorded(venv, tmp_path, monkeypatch):
+    """A wheel carries no .git: the commit is the one pip records for an install from a git URL (PEP 610
+    direct_url.json, written here as pip writes it), and none is made up for a plain wheel."""
+    monkeypatch.delenv("HARDSAMPLES_SOURCE_COMMIT", raising=False)  # the GPU kit exports it
+    probe = ("from hardsamples import records; "
+             "print(records.git_commit(), records.versions()['hardsamples'])")
+    plain = run_in(venv, tmp_path, "python", "-c", probe)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.split() == ["None", "0.1.0"]
+    (dist_info,) = venv.glob("lib/python3*/site-packages/hardsamples-0.1.0.dist-info")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (dist_info / "direct_url.json").write_text(json.dumps(
+        {"url": "https://example.org/hardsamples.git", "vcs_info": {"vcs": "git", "commit_id": commit}}))
+    try:
+        from_git = run_in(venv, tmp_path, "python", "-c", probe)
+    finally:
+        (dist_info / "direct_url.json").unlink()
+    assert from_git.returncode == 0, from_git.stderr
+    assert from_git.stdout.split() == [commit, "0.1.0"]

@@ -15,13 +15,13 @@ import io
 import json
 import os
 import platform
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from hardsamples import provenance
 from hardsamples.errors import ConfigError
 from hardsamples.record_schema import (
     BATCH_ACCURACY_COLUMNS,
@@ -96,7 +96,7 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "hydra": hydra.__version__}
+            "hydra": hydra.__version__, "hardsamples": provenance.package_version()}
 
 
 def cpu_name() -> str:
@@ -113,16 +113,9 @@ def cpu_name() -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the code that ran, with '-dirty' when the tree had uncommitted changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("-dirty" if dirty else "")
+    """The commit of the code that ran (provenance.source_commit: git, else HARDSAMPLES_SOURCE_COMMIT,
+    else the installed wheel's metadata), with '-dirty' when a checkout had uncommitted changes."""
+    return provenance.source_commit()
 
 
 def remove_temporary_files(run_dir: Path) -> list[Path]:

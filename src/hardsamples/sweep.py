@@ -10,9 +10,11 @@ processes on this machine; submitit: SLURM jobs or local subprocesses). None of 
 own GPU, so each job process claims one at job start, before CUDA is initialised: the first GPU,
 counting from `job number mod GPU count`, that no other process on this machine holds. The claim is
 an flock on a file, held until the process exits, so a joblib worker keeps its GPU for every job it
-runs, a dead worker frees it, and two sweeps on one machine do not pile onto GPU 0. When every GPU
-is held the job shares the one its job number points at. Under SLURM the job sees only the GPUs it
-was allocated, so with one GPU per job there is nothing to claim.
+runs, a dead worker frees it, and two sweeps on one machine do not pile onto GPU 0. With the joblib
+launcher's jobs_per_gpu = k each GPU has k slots (k processes share it, each pinned to it): the first
+slot of every GPU is claimed before a second one. When every slot is held the job shares the GPU its
+job number points at. Under SLURM the job sees only the GPUs it was allocated, so with one GPU per
+job there is nothing to claim.
 
 Each sweep job leaves `job.json` in its run directory: what this attempt did (running while it runs,
 then finished, resumed, skipped, diverged or failed), any error, and where it ran (host, pid, GPU).
@@ -41,7 +43,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hardsamples import cells, records
+from hardsamples import cells, records, slices
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
 
@@ -62,7 +64,21 @@ def gpu_count_or(default: int) -> int:
     return len(visible_gpus()) or int(default)
 
 
+def gpu_job_slots(jobs_per_gpu, cpu_default) -> int:
+    """Config resolver `${gpu_job_slots:${.jobs_per_gpu},2}` (conf/launcher/joblib.yaml's n_jobs): k jobs
+    on each visible GPU; without a GPU, cpu_default jobs whatever k (a grid tuned for a GPU, say 8 runs
+    per GPU, would otherwise start 8 processes on a laptop's CPU)."""
+    gpus = len(visible_gpus())
+    if not gpus:
+        return int(cpu_default)
+    try:
+        return gpus * max(1, int(jobs_per_gpu))
+    except (TypeError, ValueError):  # not a number: the launcher refuses it in one line
+        return gpus
+
+
 OmegaConf.register_new_resolver("visible_gpus_or", gpu_count_or, replace=True)
+OmegaConf.register_new_resolver("gpu_job_slots", gpu_job_slots, replace=True)
 
 # The keys a run's name is made of (conf/config.yaml run_name); a sweep over any other key that
 # changes what a run computes gives each job a directory of its own: <run_name>-<config hash>.
@@ -159,8 +175,14 @@ def lock_dir() -> Path:
     return path
 
 
-def claim_gpu(job_num: int) -> str | None:
-    """Restrict this process to one GPU (CUDA_VISIBLE_DEVICES) when several are visible.
+def slot_lock_name(gpu: str, slot: int) -> str:
+    """Slot 0 is a GPU's whole claim for one job per GPU, so sweeps with and without jobs_per_gpu agree."""
+    return f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}.slot{slot}.lock"
+
+
+def claim_gpu(job_num: int, jobs_per_gpu: int = 1) -> str | None:
+    """Restrict this process to one GPU (CUDA_VISIBLE_DEVICES) when several are visible, claiming one
+    of its `jobs_per_gpu` slots: every GPU's first slot before any second one.
 
     Returns the GPU claimed now, or None when there was nothing to do: one GPU or none, CUDA already
     initialised in this process (a worker that ran an earlier job keeps that job's GPU), or a claim
@@ -171,16 +193,17 @@ def claim_gpu(job_num: int) -> str | None:
     if _claimed_lock is not None or len(gpus) <= 1 or torch.cuda.is_initialized():
         return None
     start, locks = job_num % len(gpus), lock_dir()
-    for gpu in gpus[start:] + gpus[:start]:
-        lock = open(locks / f"gpu-{gpu}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        _claimed_lock = lock
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        return gpu
+    for slot in range(max(1, int(jobs_per_gpu))):
+        for gpu in gpus[start:] + gpus[:start]:
+            lock = open(locks / slot_lock_name(gpu, slot), "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            _claimed_lock = lock
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+            return gpu
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[start]  # all held: share, spread by job number
     return gpus[start]
 
@@ -237,13 +260,19 @@ class JobNote:
     def refused(run_dir: Path, job_num: int, error: str) -> None:
         """A job that could not have the run directory (another process holds it): its failure goes
         to a note of its own, job.refused-<attempt>.json, so the holder's job.json is left alone."""
+        JobNote.aside(run_dir, job_num, "failed", error, "job.refused-{attempt}.json")
+
+    @staticmethod
+    def aside(run_dir: Path, job_num: int, outcome: str, error: str | None, name: str) -> None:
+        """A job's note beside job.json (name: its file name, {attempt} filled in), for a job that did
+        not train its run: refused its directory, or postponed past a slice's time budget."""
         attempt = uuid.uuid4().hex[:12]
-        note = {"attempt": attempt, "job_num": job_num, "outcome": "failed", "error": error,
-                "host": socket.gethostname(), "pid": os.getpid(),
+        note = {"attempt": attempt, "job_num": job_num, "outcome": outcome, "error": error,
+                "sweep_id": os.environ.get(SWEEP_ID_ENV), "host": socket.gethostname(), "pid": os.getpid(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "started_at": time.time(), "ended_at": time.time()}
         try:
-            records.write_json(Path(run_dir) / f"job.refused-{attempt}.json", note)
+            records.write_json(Path(run_dir) / name.format(attempt=attempt), note)
         except OSError:
             pass  # the directory is a file or read-only: the job's log still has the error
 
@@ -264,14 +293,20 @@ def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
 
 # --- the sweep job ---------------------------------------------------------------------------------
 
-def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str]) -> str:
-    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed).
+def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[DictConfig, Path], str],
+              jobs_per_gpu: int = 1) -> str:
+    """One job of a sweep: returns its outcome (finished, resumed, skipped, diverged or failed; with a
+    time budget also postponed or stopped, slices.py). jobs_per_gpu: the joblib launcher's, for the GPU claim.
 
     A failure is written to job.json and returned, never raised: in Hydra 1.3 a job that raises makes
     the sweeper raise once the batch is done, which ends the sweep without its summary. KeyboardInterrupt
     and SystemExit still end the job (a SLURM pre-emption exits this way, and is requeued by submitit).
     """
-    gpu = claim_gpu(job_num)
+    if slices.budget_spent() and not is_over_already(run_dir):  # a slice's time budget: left for the next slice
+        log.info("%s: not started, the sweep's time budget is spent", cfg.run_name)
+        JobNote.aside(run_dir, job_num, "postponed", None, slices.POSTPONED_NOTE)
+        return "postponed"
+    gpu = claim_gpu(job_num, jobs_per_gpu)
     if gpu is not None:
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
     try:
@@ -292,6 +327,7 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
         log.info("%s: requeued after it ended (%s): nothing to do", cfg.run_name, ended["outcome"])
         return ended["outcome"]
     note = JobNote(run_dir, job_num)
+    (run_dir / slices.POSTPONED_NOTE).unlink(missing_ok=True)  # an earlier slice's, now out of date
     try:
         before = records.read_record(run_dir)
         status = run_one(cfg, run_dir)
@@ -303,6 +339,9 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
         with contextlib.suppress(OSError):  # a full disk refuses the note too: the job's log has the error
             note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
+    except slices.BudgetSpent as err:  # at_budget=stop: recorded interrupted; the next slice resumes it
+        note.close("stopped", str(err))
+        return "stopped"
     except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
         with contextlib.suppress(OSError):
             note.close("failed", stop_reason(err))
@@ -311,6 +350,15 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
     outcome = job_outcome(before, after, status)
     note.close(outcome, after.get("error"))
     return outcome
+
+
+def is_over_already(run_dir: Path) -> bool:
+    """Whether run_dir's record says the run is over (a rerun would only skip it); a record that cannot
+    be read counts as not over, and the job that starts it says what is wrong."""
+    try:
+        return (records.read_record(run_dir) or {}).get("status") in OVER
+    except ConfigError:
+        return False
 
 
 def job_outcome(before: dict | None, after: dict, status: str) -> str:
@@ -376,6 +424,7 @@ def bar_position() -> int:
 #       failed    test_resnet-digits-hard_batches-d1.5-s0: ConfigError: delta=1.5 is outside (0, 1]: ...
 
 OUTCOMES = ("finished", "resumed", "skipped", "diverged", "failed")
+SLICE_OUTCOMES = ("stopped", "postponed")  # a slice's time budget (slices.py): counted when there are any
 
 
 class SweepSummary(Callback):
@@ -406,16 +455,18 @@ class SweepSummary(Callback):
 
 
 def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> str:
-    """notes: each job's note by its path (<run dir>/job.json or <run dir>/job.refused-*.json)."""
+    """notes: each job's note by its path (<run dir>/job.json, job.refused-*.json or job.postponed.json)."""
     outcomes = {path: outcome_of(note) for path, note in notes.items()}
+    counts = {o: list(outcomes.values()).count(o) for o in OUTCOMES + SLICE_OUTCOMES}
     lines = [f"sweep {sweep_dir}: {len(notes)} jobs in {duration(seconds)}: "
-             + ", ".join(f"{list(outcomes.values()).count(o)} {o}" for o in OUTCOMES)]
+             + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
+             + "".join(f", {counts[o]} {o}" for o in SLICE_OUTCOMES if counts[o])]
     for path, outcome in sorted(outcomes.items()):
         if outcome in ("diverged", "failed"):
             error = notes[path].get("error") or "the job stopped without closing its job.json (killed?)"
             lines.append(f"  {outcome:<9} {path.parent.name}: {error}")
     over = sorted({path.parent for path, outcome in outcomes.items() if outcome in ("finished", "resumed", "skipped")})
-    return "\n".join(lines + cell_lines(over))
+    return "\n".join(lines + slices.budget_line(counts) + cell_lines(over))
 
 
 def final_row(run_dir: Path) -> tuple[dict, dict] | None:
@@ -454,4 +505,4 @@ def mean_sd(values: list[float], digits: int) -> str:
 
 def outcome_of(note: dict) -> str:
     """A job still `running` when its sweep ends was killed without a word: it failed."""
-    return note.get("outcome") if note.get("outcome") in OUTCOMES else "failed"
+    return note.get("outcome") if note.get("outcome") in OUTCOMES + SLICE_OUTCOMES else "failed"

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hardsamples import records
+from hardsamples import records, slices
 from hardsamples.config_checks import check_group_choices, check_override_keys
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device, train_subset
 from hardsamples.errors import ConfigError, Terminated, stop_reason
@@ -247,6 +247,8 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             log.info("%s  interval %d/%d  updates %d  train loss %.4f top1 %.2f  test loss %.4f top1 %.2f  %.1fs",
                      cfg.run_name, interval, cfg.epochs, loop.state.updates, train.loss, train.top1, test.loss,
                      test.top1, row["seconds"])
+            if cfg.record.checkpoint and loop.state.updates < loop.budget:
+                slices.stop_if_budget_spent()  # a sweep's time budget with at_budget=stop: the next slice resumes here
     write_final_accuracy(loop, record, settings, train if train_ids is None else None, test)
     record.set_status("finished", finished_at=now())
     return "finished"
@@ -362,7 +364,8 @@ def hydra_main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, run_dir, int(hydra_cfg.job.num), run_one=run)
+        return sweep_job(cfg, run_dir, int(hydra_cfg.job.num), run_one=run,
+                         jobs_per_gpu=OmegaConf.select(hydra_cfg, "launcher.jobs_per_gpu", default=1))
     try:
         return run(cfg, run_dir)
     except ConfigError as err:
@@ -371,6 +374,10 @@ def hydra_main(cfg: DictConfig) -> str:
     except Terminated as err:
         print(f"error: {err}: run the same command again to resume from the last checkpoint", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a time limit (timeout --signal=INT): recorded interrupted
+        print("error: interrupted (Ctrl-C or SIGINT): run the same command again to resume from the last"
+              " checkpoint", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

@@ -21,7 +21,10 @@ wall-clock everywhere).
 
 The settings are conf/bench.yaml composed by Hydra (hardsamples.cli), as `make tables` composes
 conf/tables.yaml; the loop under test runs the real run config, conf/config.yaml composed with
-method=hard_batches and fidelity=clean at the profile's sizes.
+method=hard_batches and fidelity=clean at the profile's sizes. `runtimes=[paper_code,clean]` times
+parts 1, 2, 4 and 5 under each protocol's runtime in turn (paper_code: float32 with TF32 convolutions;
+clean: bf16 autocast; the same on a CPU, where both are float32), and the CSV's `runtime` column says
+which; part 3 runs under the first one listed.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from hardsamples.bench.authors import AuthorsTraining, authors_loader
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.evaluate import EvalSettings, eval_settings, evaluate
+from hardsamples.layout import group_choices
 from hardsamples.loop import UpdateLoop, build_loop
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
@@ -68,7 +72,7 @@ usage: {PROG} [key=value ...]     (or hardsamples-bench, or make bench ARGS="...
     {PROG} models=[resnet18] repeats=9       # one model, more repeats
     {PROG} profile=full --help               # the options as the full profile sets them
 """
-COLUMNS = ["device", "profile", "image_size", "batch_size", "part", "model", "metric", "value", "unit",
+COLUMNS = ["device", "profile", "image_size", "batch_size", "runtime", "part", "model", "metric", "value", "unit",
            "target", "detail"]
 # Table 1 of the paper: seconds per iteration, ResNet-18 on CIFAR-10 at 128 x 128, batch 512, an A100.
 PAPER_SECONDS = {1.0: 0.0310, 0.2: 0.0996}
@@ -121,6 +125,11 @@ def check(s: DictConfig) -> None:
     check_list(s, "authors_native_sizes", "authors_native_sizes=[8]")
     for i in range(len(s.authors_native_sizes)):
         at_least(s, f"authors_native_sizes.{i}", 1)
+    check_list(s, "runtimes", "runtimes=[paper_code,clean]")
+    protocols = group_choices("fidelity")
+    if not s.runtimes or any(r not in protocols for r in s.runtimes) or len(set(s.runtimes)) < len(s.runtimes):
+        raise ConfigError(f"runtimes={list(s.runtimes)} must name each protocol once, from {', '.join(protocols)}:"
+                          " e.g. runtimes=[paper_code,clean]")
     check_list(s, "models", "models=[resnet18]")
     if not s.models:
         raise ConfigError("models=[] names no model: name one or more, e.g. models=[resnet18]")
@@ -197,8 +206,7 @@ class Bench:
 
     def __init__(self, s: DictConfig):
         self.s = s
-        # a clean run's runtime: precision auto (bf16 autocast on CUDA), TF32 on, channels_last on CUDA
-        self.runtime: Runtime = make_runtime(run_config(f"device={s.device}", "fidelity=clean"))
+        self.use_runtime(s.runtimes[0])
         self.cuda = self.runtime.device.type == "cuda"
         # CUDA: wall-clock, the host waiting for the device at each window's edges. CPU: this process's
         # CPU time, which other processes on a shared machine do not inflate (the bench runs on one
@@ -212,13 +220,27 @@ class Bench:
         self.device_name = device_name(self.runtime.device)
         self.rows: list[dict] = []
 
+    def use_runtime(self, protocol: str) -> None:
+        """Time what follows under a protocol's runtime, as a run with fidelity=<protocol> sets it up:
+        clean's precision auto (bf16 autocast on CUDA) and TF32 everywhere, paper_code's float32 with
+        TF32 in cuDNN only; channels_last on CUDA for both. The TF32 flags are process-wide, so the
+        protocols are timed one after the other, never interleaved."""
+        self.protocol = protocol
+        self.runtime: Runtime = make_runtime(run_config(f"device={self.s.device}", f"fidelity={protocol}"))
+
+    def describe_runtime(self) -> str:
+        r = self.runtime
+        layout = "channels_last" if r.memory_format == torch.channels_last else "NCHW"
+        tf32 = "" if r.cudnn_allow_tf32 is None else f", TF32 matmul/cuDNN {r.matmul_allow_tf32}/{r.cudnn_allow_tf32}"
+        return f"runtime {self.protocol}: {r.precision}{tf32}, {layout}"
+
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
 
     def add(self, part: int, model: str, metric: str, value: float, unit: str, target: str = "", detail: str = ""):
         self.rows.append({"device": self.device_name, "profile": self.s.profile, "image_size": self.s.image_size,
-                          "batch_size": self.s.batch_size, "part": part, "model": model, "metric": metric,
+                          "batch_size": self.s.batch_size, "runtime": self.protocol, "part": part, "model": model, "metric": metric,
                           "value": value, "unit": unit, "target": target, "detail": detail})
 
     def model(self, name: str) -> torch.nn.Module:
@@ -227,10 +249,10 @@ class Bench:
 
     def loop(self, model, delta: float, data=None) -> UpdateLoop:
         """The project's loop (loop.build_loop) on the real run config, with an update budget that never
-        runs out: hard_batches under the clean protocol (the bench's runtime is clean's: precision
-        auto, TF32 on), at the profile's batch size, lr and momentum, seed 0."""
+        runs out: hard_batches under the protocol of the runtime in use (use_runtime), at the
+        profile's batch size, lr and momentum, seed 0."""
         s = self.s
-        cfg = run_config("method=hard_batches", "fidelity=clean", f"delta={delta}", f"batch_size={s.batch_size}",
+        cfg = run_config("method=hard_batches", f"fidelity={self.protocol}", f"delta={delta}", f"batch_size={s.batch_size}",
                          f"optimizer.lr={s.lr}", f"optimizer.momentum={s.momentum}", "seed=0",
                          f"epochs={10**9 // s.num_batches}", "compile=false")
         return build_loop(cfg, self.data if data is None else data, self.runtime, model=model)
@@ -515,18 +537,21 @@ def run(s: DictConfig) -> pd.DataFrame:
     if s.threads:
         torch.set_num_threads(int(s.threads))
     bench = Bench(s)
-    print(f"make bench: profile {s.profile} on {bench.device_name} ({bench.runtime.precision}, "
-          f"{'channels_last' if bench.runtime.memory_format == torch.channels_last else 'NCHW'}, "
-          f"{torch.get_num_threads()} CPU thread(s)); {s.image_size} px, batch {s.batch_size}, "
-          f"N = {s.num_batches}, {s.repeats} repeats", flush=True)
+    print(f"make bench: profile {s.profile} on {bench.device_name} ({torch.get_num_threads()} CPU thread(s)); "
+          f"{s.image_size} px, batch {s.batch_size}, N = {s.num_batches}, {s.repeats} repeats", flush=True)
     peak, peak_note = peak_flops(bench)
-    measured = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in s.models:
-            started = time.perf_counter()
-            measured.append(measure_model(bench, name, Path(tmp)))
-            report_model(bench, measured[-1], peak, peak_note)
-            print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+        for protocol in s.runtimes:
+            bench.use_runtime(protocol)
+            print(f"  {bench.describe_runtime()}", flush=True)
+            measured = []
+            for name in s.models:
+                started = time.perf_counter()
+                measured.append(measure_model(bench, name, Path(tmp)))
+                report_model(bench, measured[-1], peak, peak_note)
+                print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+            projection(bench, measured)
+    bench.use_runtime(s.runtimes[0])
     for native_size in s.authors_native_sizes:
         started = time.perf_counter()
         compare_with_authors(bench, native_size)
@@ -534,16 +559,17 @@ def run(s: DictConfig) -> pd.DataFrame:
     started = time.perf_counter()
     authors_loader_floor(bench)
     print(f"  authors' loader at {s.projection.image_size} px: {time.perf_counter() - started:.0f} s", flush=True)
-    projection(bench, measured)
     table = pd.DataFrame(bench.rows, columns=COLUMNS).sort_values("part", kind="stable")
-    print(tabulate(table[["part", "model", "metric", "value", "target", "detail"]], headers="keys",
-                   showindex=False, floatfmt=".4g", maxcolwidths=[None, None, 34, None, None, 70]))
+    shown = ["part", "model", "metric", "value", "target", "detail"]
+    widths = [None, None, 34, None, None, 70]
+    if len(s.runtimes) > 1:
+        shown, widths = ["runtime", *shown], [None, *widths]
+    print(tabulate(table[shown], headers="keys", showindex=False, floatfmt=".4g", maxcolwidths=widths))
     out = Path(s.out_dir) / f"{slug(bench.device_name)}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.6g")
     print(f"wrote {out}")
     return table
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -32,9 +32,11 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher a
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as hydra_submitit
 
 from hardsamples import records
+from hardsamples.config_checks import refuse
 from hardsamples.errors import ConfigError
 from hardsamples.record_schema import run_config
 from hardsamples.sweep import SWEEP_ID_ENV, JobNote
+from hydra_plugins.hardsamples_launchers import config  # noqa: F401  the launcher's options (jobs_per_gpu)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,15 @@ def failed_return(overrides: Sequence[str]) -> JobReturn:
 
 class JoblibLauncher(HydraJoblibLauncher):
     """Hydra's joblib launcher; when a worker process dies, the jobs it took down are recorded failed
-    and the jobs not yet started run in a fresh pool."""
+    and the jobs not yet started run in a fresh pool. `jobs_per_gpu` is the job processes' business
+    (their GPU claim), never joblib's."""
+
+    def __init__(self, jobs_per_gpu: int = 1, **kwargs) -> None:
+        if not isinstance(jobs_per_gpu, int) or isinstance(jobs_per_gpu, bool) or jobs_per_gpu < 1:
+            refuse(f"hydra.launcher.jobs_per_gpu={jobs_per_gpu} must be a whole number >= 1 (the jobs that"
+                   " share one GPU), e.g. hydra.launcher.jobs_per_gpu=4")
+        super().__init__(**kwargs)
+        self.jobs_per_gpu = jobs_per_gpu
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from joblib import Parallel, delayed
