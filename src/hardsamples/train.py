@@ -49,7 +49,7 @@ from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
 from hardsamples.sweep import sweep_job
-from hardsamples.validation import check_data, check_settings, check_single_sample_batches
+from hardsamples.validation import check_data, check_loop, check_settings
 from hardsamples.wandb_mirror import WandbMirror
 
 log = logging.getLogger("hardsamples")
@@ -103,7 +103,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, runtime)
     loop = build_loop(cfg, data, runtime)
-    check_single_sample_batches(cfg, loop.model, data)
+    check_loop(cfg, loop)
     record = RunRecord(run_dir, run_header(cfg, loop, runtime, old))
     stopwatch = resume_if_interrupted(cfg, loop, record, old)
     record.set_status("running", error=None)
@@ -198,6 +198,12 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             train = evaluate(loop.model, data, train_images, train_labels, settings)
             test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
             row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
+            if (broken := non_finite(loop.model, train, test)) is not None:  # the last update of the interval
+                message = f"{broken} after interval {interval}: lower optimizer.lr or check the data"
+                log.error(message)
+                record.add_interval(row)
+                record.set_status("diverged", error=message, finished_at=now())
+                return "diverged"
             record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None)
             if cfg.record.checkpoint:
                 record.save_checkpoint(loop.state_dict(), stopwatch.seconds)
@@ -209,6 +215,19 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
     write_final_accuracy(loop, record, settings, train if train_ids is None else None, test)
     record.set_status("finished", finished_at=now())
     return "finished"
+
+
+def non_finite(model: torch.nn.Module, train: EvalResult, test: EvalResult) -> str | None:
+    """What is not finite after an interval, or None: the training losses are finite before each update, so
+    only the evaluation and the weights show that the interval's last update diverged (with epochs=1, the
+    run's last)."""
+    for split, result in (("train", train), ("test", test)):
+        if not math.isfinite(result.loss):
+            return f"the {split} loss became {result.loss}"
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return "the model's weights became non-finite"
+    return None
 
 
 @contextlib.contextmanager
