@@ -184,8 +184,9 @@ class ConfigCheck(Callback):
             check_settings(config)
         except ConfigError as err:
             refuse(str(err))
-        if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
-            write_nothing_into(config)
+        for error in (cannot_make(run_dir, "run directory", "run_name= / sweep_name="), disk_full(run_dir)):
+            if error is not None:
+                refuse(error)  # Hydra makes the directory before the run starts: its traceback otherwise
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if (error := added_key_error(config)) is not None:
@@ -196,18 +197,66 @@ class ConfigCheck(Callback):
         if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK):  # Hydra writes multirun.yaml there first
             refuse(f"the sweep directory {sweep_dir} is not writable: make it writable, or pass sweep_name=<new sweep>"
                    " to write the sweep elsewhere")
+        for error in (cannot_make(sweep_dir, "sweep directory", "sweep_name="), disk_full(sweep_dir),
+                      launcher_error(config)):
+            if error is not None:
+                refuse(error)
 
 
-def write_nothing_into(config) -> None:
-    """A read-only run directory (e.g. results shared read-only): Hydra would write .hydra/ and the log
-    file into it and fail before the run could even skip a finished run. Both are turned off here; the
-    run then skips a finished run or refuses in one line (train.run)."""
-    from omegaconf import open_dict, read_write
+def nearest_existing(directory: Path) -> Path:
+    """directory itself, or the closest of its parents that exists (what Hydra's mkdir meets first)."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return directory
 
-    with read_write(config.hydra), open_dict(config.hydra):
-        config.hydra.output_subdir = None
-        logging = config.hydra.job_logging
-        if logging is not None and "handlers" in logging and "file" in logging.handlers:
-            del logging.handlers["file"]
-            if "root" in logging and "handlers" in logging.root:
-                logging.root.handlers = [h for h in logging.root.handlers if h != "file"]
+
+def cannot_make(directory: Path, what: str, elsewhere: str) -> str | None:
+    """Why a directory that does not exist yet cannot be made (a file, or a read-only folder, where a parent
+    should be), or None."""
+    existing = nearest_existing(directory)
+    if existing == directory:
+        return None
+    if not existing.is_dir():
+        return (f"the {what} {directory} cannot be made: {existing} is a file: delete or move that file, or pass"
+                f" another {elsewhere}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"the {what} {directory} cannot be made: {existing} is not writable: make it writable, or pass"
+                f" another {elsewhere}")
+    return None
+
+
+MIN_FREE_BYTES = 1 << 20  # less than this cannot hold even a run's first record (Hydra's multirun.yaml, run.json)
+
+
+def disk_full(directory: Path) -> str | None:
+    """A disk (or quota) already full where the run or sweep would write: refused before Hydra writes its first
+    file there (its traceback otherwise). A disk that fills up later is each run's to report (train.py)."""
+    import shutil
+
+    existing = nearest_existing(directory)
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return (f"no space left where {directory} would be written ({free // 1024} KiB free on the disk of {existing}):"
+            " free space there, or pass another sweep_name= / hydra.run.dir= to write elsewhere")
+
+
+def launcher_error(config) -> str | None:
+    """A launcher that cannot start: joblib with n_jobs=0 (or not a whole number), SLURM where sbatch is not
+    installed. Hydra's answer to both is a traceback once the sweep has begun."""
+    import shutil
+
+    launcher = config.hydra.launcher
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            return (f"hydra.launcher.n_jobs={n_jobs} is not a number of jobs: use a whole number >= 1 (or -1 for"
+                    " one per CPU), e.g. hydra.launcher.n_jobs=2")
+    if "SlurmLauncher" in target and shutil.which("sbatch") is None:
+        return ("launcher=slurm needs SLURM's sbatch, which is not on PATH here: run the sweep on a SLURM login"
+                " node, or use launcher=joblib (this machine) or launcher=submitit_local")
+    return None

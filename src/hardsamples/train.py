@@ -97,6 +97,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     if not writable:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
+    records.start_run_files(run_dir, cfg)
 
     threads_from_allocation()
     runtime = make_runtime(cfg)
@@ -118,7 +119,8 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         if not OmegaConf.select(cfg, "record.keep_checkpoint", default=False):
             record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
-        with contextlib.suppress(OSError):  # a full disk may refuse this write too: the first error is the one to tell
+        # a full disk may refuse this write too (or the directory is gone): the first error is the one to tell
+        with contextlib.suppress(OSError, records.LostHold):
             record.set_status(ended_status(err), error=stop_reason(err))
         if mirror is not None:
             mirror.finish(ended_status(err))
