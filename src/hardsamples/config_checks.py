@@ -17,6 +17,134 @@ from hardsamples.layout import CONF_DIR, group_choices
 from hardsamples.record_schema import run_config
 
 
+# Hydra's flags that take a value (the value is no override); with any of them the command line is left to
+# Hydra after the checks of choices and keys.
+FLAGS_WITH_VALUES = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                     "--config-dir", "--info", "-sc", "--shell-completion", "--experimental-rerun")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+QUOTING = ("quote a value that holds ~ = , : [ ] { } ( ) spaces or non-ASCII characters, the shell's quotes around"
+           " Hydra's: \"run_name='a=b'\"")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """The training command line, before Hydra sees it: every override readable, known choices and keys, a
+    sweep only in a multirun, no group added or deleted, and the whole of it composing, Hydra's own keys
+    included. Each refusal is one line and exit code 2 (Hydra's answer is a block of lines and exit 1)."""
+    if any(arg in ("-h", "--help", "--hydra-help", "--version") for arg in argv):
+        return
+    flags = hydra_flags()
+    if unknown := [arg for arg in argv if arg.startswith("-") and arg.split("=", 1)[0] not in flags]:
+        refuse(f"unknown option {unknown[0]}: Hydra's are {', '.join(sorted(f for f in flags if f.startswith('--')))};"
+               " everything else is key=value (python -m hardsamples.train --help lists the keys)")
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    if any(arg.split("=", 1)[0] in FLAGS_WITH_VALUES for arg in argv):  # another config, --cfg, --info, ...
+        check_group_choices(argv)
+        check_override_keys(argv)
+        return
+    parsed = [parse_one(arg) for arg in overrides]
+    check_group_choices(overrides)
+    check_override_keys(overrides)
+    check_additions_and_deletions(parsed)
+    check_composes(parsed, multirun=any(arg in MULTIRUN_FLAGS for arg in argv))
+
+
+def hydra_flags() -> set[str]:
+    """The options Hydra's own argument parser knows (-m, --multirun, --cfg, ...)."""
+    from hydra._internal.utils import get_args_parser
+
+    return {flag for action in get_args_parser()._actions for flag in action.option_strings}
+
+
+def parse_one(arg: str):
+    """One override as Hydra's parser reads it, or a one-line refusal naming how to write it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_override(arg)
+    except HydraException as err:
+        reason = next((line.strip() for line in str(err).splitlines()
+                       if line.strip() and not line.startswith(("Error parsing", "See "))), "a syntax error")
+        if "=" not in arg:
+            refuse(f"'{arg}' is not key=value: write e.g. {arg}=<value> (python -m hardsamples.train --help lists"
+                   " the options)")
+        key, value = arg.split("=", 1)
+        if value.startswith("="):
+            refuse(f"cannot read '{arg}' (two '='): write {key}={value.lstrip('=')}")
+        refuse(f"cannot read '{arg}' (Hydra's parser: {reason}): {QUOTING}")
+
+
+def check_additions_and_deletions(parsed) -> None:
+    """`+experiment=demo` adds a group every run already has; `~model` or `~delta` deletes what every run
+    reads. Deleting an argument of a user's class (`~optimizer.momentum` beside optimizer._target_) is fine."""
+    targets = {o.key_or_group.rsplit(".", 1)[0] + "." for o in parsed if o.key_or_group.endswith("._target_")}
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or not (override.is_add() or override.is_delete()):
+            continue
+        if override.is_add() and is_group(key):
+            refuse(f"{override.input_line} adds the group {key}, which every run already has: write"
+                   f" {override.input_line.lstrip('+')} without the '+'")
+        if override.is_delete() and not key.startswith(tuple(targets)) and not under_target(defaults_tree(), key):
+            refuse(f"{override.input_line} deletes {key}, which a run reads: set it instead, e.g. {key}=<value>"
+                   " (python -m hardsamples.train --help lists the options)")
+
+
+def defaults_tree() -> dict:
+    from hardsamples.cli import written_defaults
+
+    return written_defaults("config")
+
+
+def check_composes(parsed, multirun: bool) -> None:
+    """The command line composed as Hydra will compose it (sweeps left out, every other override in, Hydra's
+    config too): what is left of Hydra's errors (a misspelt hydra.* key, a value of the wrong type) is
+    refused in one line; and a sweep is refused outside a multirun (Hydra: "Ambiguous value")."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hardsamples.cli import compose, one_line
+
+    single = [o.input_line for o in parsed if not o.is_sweep_override()]
+    try:
+        config = compose("config", single, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        added = next((o for o in parsed if o.is_add() and f"'{o.key_or_group}'" in str(err)), None)
+        if added is not None and "already" in str(err):  # +seed=1: Hydra adds only what is not there
+            refuse(f"{added.input_line} adds {added.key_or_group}, which the config already has: write"
+                   f" {added.input_line.lstrip('+')} without the '+'")
+        refuse(f"{one_line(err)}: {hydra_key_fix(parsed, single)}")
+        return
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun and str(config.hydra.mode) != "RunMode.MULTIRUN":
+        line = sweeps[0].input_line
+        key, value = line.split("=", 1)
+        refuse(f"{line} is a sweep (several values) in a single run: add -m to run one job per value, or quote it"
+               f" if it is one value: \"{key}='{value}'\"")
+
+
+def hydra_key_fix(parsed, single: list[str]) -> str:
+    """The fix for a command line Hydra cannot compose: the closest key for a misspelt hydra.* key."""
+    from hardsamples.cli import compose
+
+    hydra_keys = [o for o in parsed if o.key_or_group.startswith("hydra.") and not o.is_add() and not o.is_delete()
+                  and not o.is_force_add()]
+    rest = [line for line in single if not line.lstrip("+~").startswith("hydra.")]
+    try:
+        from omegaconf import OmegaConf
+
+        tree = {"hydra": OmegaConf.to_container(compose("config", rest, return_hydra_config=True).hydra,
+                                                resolve=False)}
+    except Exception:  # noqa: BLE001 - the fault is elsewhere: no better hint than Hydra's own line
+        return "check the command line (python -m hardsamples.train --help lists the options)"
+    for override in hydra_keys:
+        if not has_key(tree, override.key_or_group):
+            close = closest(override.key_or_group, flat_keys(tree))
+            return (f"did you mean {close}?" if close else
+                    f"Hydra has no key {override.key_or_group} (python -m hardsamples.train --hydra-help)")
+    return "check the command line (python -m hardsamples.train --help lists the options)"
+
+
 def check_group_choices(overrides: list[str]) -> None:
     """`dataset=foo` with no conf/dataset/foo.yaml: name the choices and stop with exit code 2."""
     for override in overrides:
@@ -60,7 +188,20 @@ def unknown_key_error(overrides: list[str]) -> str | None:
             close = closest(key, sorted({k for config in configs for k in flat_keys(config)}))
             fix = f"did you mean {close}?" if close else "no config has it; python -m hardsamples.train --help lists them"
             return f"unknown key {key} (in {override.input_line}): {fix}"
+        options = next((value_at(config, key) for config in configs if has_key(config, key)), None)
+        if isinstance(options, dict) and not isinstance(override.value(), dict) and not override.is_sweep_override():
+            from hardsamples.cli import replaced_options_error
+
+            other = " (another optimizer: ++optimizer._target_=<its class>)" if key == "optimizer" else ""
+            return replaced_options_error(override.input_line, key, options) + other
     return None
+
+
+def value_at(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def is_group(key: str) -> bool:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records
-from hardsamples.config_checks import check_group_choices, check_override_keys
+from hardsamples.config_checks import check_command_line
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
@@ -327,8 +327,7 @@ def hydra_main(cfg: DictConfig) -> str:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
-    check_override_keys(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     try:
         hydra_main()
     except Terminated as err:  # a sweep (-m): the job running was recorded failed; a rerun resumes it
