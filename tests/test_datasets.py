@@ -31,9 +31,9 @@ def write_cifar(root: Path, folder: str, files: list[str], label_key: str, meta:
     base = root / folder
     base.mkdir(parents=True)
     rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, per_file).tolist()  # one set for every file: each test class is trained
     for name in files:
-        entry = {"data": rng.integers(0, 256, (per_file, 3 * 32 * 32), dtype=np.uint8),
-                 label_key: rng.integers(0, classes, per_file).tolist()}
+        entry = {"data": rng.integers(0, 256, (per_file, 3 * 32 * 32), dtype=np.uint8), label_key: labels}
         (base / name).write_bytes(pickle.dumps(entry))
     (base / meta).write_bytes(pickle.dumps({meta_key: [f"class{i}" for i in range(classes)]}))
 

@@ -82,11 +82,13 @@ def test_a_timm_model_trains_on_an_image_folder(image_root, tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     ([], r"dataset=image_folder needs the folder of your images: pass dataset.root=/path/to/folder"),
     (["dataset.root=/nonexistent"], r"dataset.root=/nonexistent is not a folder: pass the folder that holds train/"),
-    (["dataset.root={root}", "dataset.test_dir=none"], r"{root}/none holds no images in ImageFolder's layout .* lay them"),
-    (["dataset.root={root}", "dataset.test_dir=train/cat"], r"Couldn't find any class folder"),
+    (["dataset.root={root}", "dataset.test_dir=none"], r"{root}/none is not a folder: lay the images out as .*"
+                                                         r" dataset.test_dir at the split's folder"),
+    (["dataset.root={root}", "dataset.test_dir=train/cat"], r"{root}/train/cat holds no class folders: lay the"),
     (["dataset.root={root}", "dataset.native_size=0"], r"dataset.native_size=0 is not a whole number >= 1"),
     (["dataset.root={root}", "dataset.channels=2"], r"dataset.channels=2 is not 1 or 3"),
-], ids=["no root", "root missing", "split missing", "no class folders", "native size", "channels"])
+    (["dataset.root={root}", "dataset.channels=true"], r"dataset.channels=True is not 1 or 3"),
+], ids=["no root", "root missing", "split missing", "no class folders", "native size", "channels", "channels true"])
 def test_image_folder_refuses_bad_input_in_one_line(image_root, overrides, message):
     overrides = [o.format(root=image_root) for o in overrides]
     with pytest.raises(ConfigError, match=message.format(root=image_root)) as err:
@@ -104,7 +106,7 @@ def test_image_folder_refuses_splits_with_different_classes(image_root):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_an_undecodable_file_is_named_in_one_line(image_root, workers):
     (image_root / "train" / "dog" / "9.png").write_bytes(b"not a png")
-    with pytest.raises(ConfigError, match=r"an image under .* cannot be decoded .*dog/9.png.*: remove or replace it") as err:
+    with pytest.raises(ConfigError, match=r"an image under .* cannot be read .*dog/9.png.*: remove or replace it") as err:
         load_folder(image_root, f"dataset.decode_workers={workers}")
     assert "\n" not in str(err.value)
 

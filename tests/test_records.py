@@ -63,7 +63,7 @@ def test_a_train_subset_is_evaluated_each_interval_and_the_whole_set_at_the_end(
 
 
 def test_a_nan_loss_ends_the_run_as_diverged_with_a_message(tmp_path):
-    assert train_in_process(tmp_path, ["optimizer.lr=1e12"]) == "diverged"
+    assert train_in_process(tmp_path, ["optimizer.lr=1e12", "limits.lr=null"]) == "diverged"
     header = json.loads((tmp_path / "run.json").read_text())
     assert header["status"] == "diverged"
     assert "training loss became" in header["error"] and "lower optimizer.lr" in header["error"]

@@ -32,10 +32,11 @@ from hardsamples.layout import CONF_DIR
 HELP_FLAGS = ("-h", "--help")
 
 
-def compose(config_name: str, overrides: Iterable[str] = ()) -> DictConfig:
+def compose(config_name: str, overrides: Iterable[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """conf/<config_name>.yaml composed by Hydra with the overrides (Hydra's own errors pass through)."""
     with own_hydra(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(config_name=config_name, overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)
 
 
 @contextlib.contextmanager
@@ -99,9 +100,14 @@ def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
             raise ConfigError(f"{text} is a sweep: {prog} takes one value per key, e.g. "
                               f"{key}={text.split('=', 1)[1].split(',')[0]}")
         if isinstance(current, dict) and not isinstance(override.value(), dict):
-            first = next(iter(current), "key")
-            raise ConfigError(f"{text} replaces the group of options {key} ({', '.join(current)}) with one value: "
-                              f"set them one by one, e.g. {key}.{first}={override_text(current.get(first))}")
+            raise ConfigError(replaced_options_error(text, key, current))
+
+
+def replaced_options_error(text: str, key: str, options: dict) -> str:
+    """`optimizer=adam` where optimizer is a group of options (lr, momentum, ...), not a choice."""
+    first = next(iter(options), "key")
+    return (f"{text} replaces the group of options {key} ({', '.join(options)}) with one value: "
+            f"set them one by one, e.g. {key}.{first}={override_text(options.get(first))}")
 
 
 def lookup(options: dict, key: str, config_name: str, prog: str):

@@ -17,6 +17,134 @@ from hardsamples.layout import CONF_DIR, group_choices
 from hardsamples.record_schema import run_config
 
 
+# Hydra's flags that take a value (the value is no override); with any of them the command line is left to
+# Hydra after the checks of choices and keys.
+FLAGS_WITH_VALUES = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+                     "--config-dir", "--info", "-sc", "--shell-completion", "--experimental-rerun")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+QUOTING = ("quote a value that holds ~ = , : [ ] { } ( ) spaces or non-ASCII characters, the shell's quotes around"
+           " Hydra's: \"run_name='a=b'\"")
+
+
+def check_command_line(argv: list[str]) -> None:
+    """The training command line, before Hydra sees it: every override readable, known choices and keys, a
+    sweep only in a multirun, no group added or deleted, and the whole of it composing, Hydra's own keys
+    included. Each refusal is one line and exit code 2 (Hydra's answer is a block of lines and exit 1)."""
+    if any(arg in ("-h", "--help", "--hydra-help", "--version") for arg in argv):
+        return
+    flags = hydra_flags()
+    if unknown := [arg for arg in argv if arg.startswith("-") and arg.split("=", 1)[0] not in flags]:
+        refuse(f"unknown option {unknown[0]}: Hydra's are {', '.join(sorted(f for f in flags if f.startswith('--')))};"
+               " everything else is key=value (python -m hardsamples.train --help lists the keys)")
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    if any(arg.split("=", 1)[0] in FLAGS_WITH_VALUES for arg in argv):  # another config, --cfg, --info, ...
+        check_group_choices(argv)
+        check_override_keys(argv)
+        return
+    parsed = [parse_one(arg) for arg in overrides]
+    check_group_choices(overrides)
+    check_override_keys(overrides)
+    check_additions_and_deletions(parsed)
+    check_composes(parsed, multirun=any(arg in MULTIRUN_FLAGS for arg in argv))
+
+
+def hydra_flags() -> set[str]:
+    """The options Hydra's own argument parser knows (-m, --multirun, --cfg, ...)."""
+    from hydra._internal.utils import get_args_parser
+
+    return {flag for action in get_args_parser()._actions for flag in action.option_strings}
+
+
+def parse_one(arg: str):
+    """One override as Hydra's parser reads it, or a one-line refusal naming how to write it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_override(arg)
+    except HydraException as err:
+        reason = next((line.strip() for line in str(err).splitlines()
+                       if line.strip() and not line.startswith(("Error parsing", "See "))), "a syntax error")
+        if "=" not in arg:
+            refuse(f"'{arg}' is not key=value: write e.g. {arg}=<value> (python -m hardsamples.train --help lists"
+                   " the options)")
+        key, value = arg.split("=", 1)
+        if value.startswith("="):
+            refuse(f"cannot read '{arg}' (two '='): write {key}={value.lstrip('=')}")
+        refuse(f"cannot read '{arg}' (Hydra's parser: {reason}): {QUOTING}")
+
+
+def check_additions_and_deletions(parsed) -> None:
+    """`+experiment=demo` adds a group every run already has; `~model` or `~delta` deletes what every run
+    reads. Deleting an argument of a user's class (`~optimizer.momentum` beside optimizer._target_) is fine."""
+    targets = {o.key_or_group.rsplit(".", 1)[0] + "." for o in parsed if o.key_or_group.endswith("._target_")}
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or not (override.is_add() or override.is_delete()):
+            continue
+        if override.is_add() and is_group(key):
+            refuse(f"{override.input_line} adds the group {key}, which every run already has: write"
+                   f" {override.input_line.lstrip('+')} without the '+'")
+        if override.is_delete() and not key.startswith(tuple(targets)) and not under_target(defaults_tree(), key):
+            refuse(f"{override.input_line} deletes {key}, which a run reads: set it instead, e.g. {key}=<value>"
+                   " (python -m hardsamples.train --help lists the options)")
+
+
+def defaults_tree() -> dict:
+    from hardsamples.cli import written_defaults
+
+    return written_defaults("config")
+
+
+def check_composes(parsed, multirun: bool) -> None:
+    """The command line composed as Hydra will compose it (sweeps left out, every other override in, Hydra's
+    config too): what is left of Hydra's errors (a misspelt hydra.* key, a value of the wrong type) is
+    refused in one line; and a sweep is refused outside a multirun (Hydra: "Ambiguous value")."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hardsamples.cli import compose, one_line
+
+    single = [o.input_line for o in parsed if not o.is_sweep_override()]
+    try:
+        config = compose("config", single, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        added = next((o for o in parsed if o.is_add() and f"'{o.key_or_group}'" in str(err)), None)
+        if added is not None and "already" in str(err):  # +seed=1: Hydra adds only what is not there
+            refuse(f"{added.input_line} adds {added.key_or_group}, which the config already has: write"
+                   f" {added.input_line.lstrip('+')} without the '+'")
+        refuse(f"{one_line(err)}: {hydra_key_fix(parsed, single)}")
+        return
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun and str(config.hydra.mode) != "RunMode.MULTIRUN":
+        line = sweeps[0].input_line
+        key, value = line.split("=", 1)
+        refuse(f"{line} is a sweep (several values) in a single run: add -m to run one job per value, or quote it"
+               f" if it is one value: \"{key}='{value}'\"")
+
+
+def hydra_key_fix(parsed, single: list[str]) -> str:
+    """The fix for a command line Hydra cannot compose: the closest key for a misspelt hydra.* key."""
+    from hardsamples.cli import compose
+
+    hydra_keys = [o for o in parsed if o.key_or_group.startswith("hydra.") and not o.is_add() and not o.is_delete()
+                  and not o.is_force_add()]
+    rest = [line for line in single if not line.lstrip("+~").startswith("hydra.")]
+    try:
+        from omegaconf import OmegaConf
+
+        tree = {"hydra": OmegaConf.to_container(compose("config", rest, return_hydra_config=True).hydra,
+                                                resolve=False)}
+    except Exception:  # noqa: BLE001 - the fault is elsewhere: no better hint than Hydra's own line
+        return "check the command line (python -m hardsamples.train --help lists the options)"
+    for override in hydra_keys:
+        if not has_key(tree, override.key_or_group):
+            close = closest(override.key_or_group, flat_keys(tree))
+            return (f"did you mean {close}?" if close else
+                    f"Hydra has no key {override.key_or_group} (python -m hardsamples.train --hydra-help)")
+    return "check the command line (python -m hardsamples.train --help lists the options)"
+
+
 def check_group_choices(overrides: list[str]) -> None:
     """`dataset=foo` with no conf/dataset/foo.yaml: name the choices and stop with exit code 2."""
     for override in overrides:
@@ -60,7 +188,20 @@ def unknown_key_error(overrides: list[str]) -> str | None:
             close = closest(key, sorted({k for config in configs for k in flat_keys(config)}))
             fix = f"did you mean {close}?" if close else "no config has it; python -m hardsamples.train --help lists them"
             return f"unknown key {key} (in {override.input_line}): {fix}"
+        options = next((value_at(config, key) for config in configs if has_key(config, key)), None)
+        if isinstance(options, dict) and not isinstance(override.value(), dict) and not override.is_sweep_override():
+            from hardsamples.cli import replaced_options_error
+
+            other = " (another optimizer: ++optimizer._target_=<its class>)" if key == "optimizer" else ""
+            return replaced_options_error(override.input_line, key, options) + other
     return None
+
+
+def value_at(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def is_group(key: str) -> bool:
@@ -184,8 +325,9 @@ class ConfigCheck(Callback):
             check_settings(config)
         except ConfigError as err:
             refuse(str(err))
-        if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
-            write_nothing_into(config)
+        for error in (cannot_make(run_dir, "run directory", "run_name= / sweep_name="), disk_full(run_dir)):
+            if error is not None:
+                refuse(error)  # Hydra makes the directory before the run starts: its traceback otherwise
 
     def on_multirun_start(self, config, **kwargs) -> None:
         if (error := added_key_error(config)) is not None:
@@ -196,18 +338,66 @@ class ConfigCheck(Callback):
         if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK):  # Hydra writes multirun.yaml there first
             refuse(f"the sweep directory {sweep_dir} is not writable: make it writable, or pass sweep_name=<new sweep>"
                    " to write the sweep elsewhere")
+        for error in (cannot_make(sweep_dir, "sweep directory", "sweep_name="), disk_full(sweep_dir),
+                      launcher_error(config)):
+            if error is not None:
+                refuse(error)
 
 
-def write_nothing_into(config) -> None:
-    """A read-only run directory (e.g. results shared read-only): Hydra would write .hydra/ and the log
-    file into it and fail before the run could even skip a finished run. Both are turned off here; the
-    run then skips a finished run or refuses in one line (train.run)."""
-    from omegaconf import open_dict, read_write
+def nearest_existing(directory: Path) -> Path:
+    """directory itself, or the closest of its parents that exists (what Hydra's mkdir meets first)."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return directory
 
-    with read_write(config.hydra), open_dict(config.hydra):
-        config.hydra.output_subdir = None
-        logging = config.hydra.job_logging
-        if logging is not None and "handlers" in logging and "file" in logging.handlers:
-            del logging.handlers["file"]
-            if "root" in logging and "handlers" in logging.root:
-                logging.root.handlers = [h for h in logging.root.handlers if h != "file"]
+
+def cannot_make(directory: Path, what: str, elsewhere: str) -> str | None:
+    """Why a directory that does not exist yet cannot be made (a file, or a read-only folder, where a parent
+    should be), or None."""
+    existing = nearest_existing(directory)
+    if existing == directory:
+        return None
+    if not existing.is_dir():
+        return (f"the {what} {directory} cannot be made: {existing} is a file: delete or move that file, or pass"
+                f" another {elsewhere}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"the {what} {directory} cannot be made: {existing} is not writable: make it writable, or pass"
+                f" another {elsewhere}")
+    return None
+
+
+MIN_FREE_BYTES = 1 << 20  # less than this cannot hold even a run's first record (Hydra's multirun.yaml, run.json)
+
+
+def disk_full(directory: Path) -> str | None:
+    """A disk (or quota) already full where the run or sweep would write: refused before Hydra writes its first
+    file there (its traceback otherwise). A disk that fills up later is each run's to report (train.py)."""
+    import shutil
+
+    existing = nearest_existing(directory)
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return None
+    if free >= MIN_FREE_BYTES:
+        return None
+    return (f"no space left where {directory} would be written ({free // 1024} KiB free on the disk of {existing}):"
+            " free space there, or pass another sweep_name= / hydra.run.dir= to write elsewhere")
+
+
+def launcher_error(config) -> str | None:
+    """A launcher that cannot start: joblib with n_jobs=0 (or not a whole number), SLURM where sbatch is not
+    installed. Hydra's answer to both is a traceback once the sweep has begun."""
+    import shutil
+
+    launcher = config.hydra.launcher
+    target = str(launcher.get("_target_", ""))
+    if "Joblib" in target:
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            return (f"hydra.launcher.n_jobs={n_jobs} is not a number of jobs: use a whole number >= 1 (or -1 for"
+                    " one per CPU), e.g. hydra.launcher.n_jobs=2")
+    if "SlurmLauncher" in target and shutil.which("sbatch") is None:
+        return ("launcher=slurm needs SLURM's sbatch, which is not on PATH here: run the sweep on a SLURM login"
+                " node, or use launcher=joblib (this machine) or launcher=submitit_local")
+    return None

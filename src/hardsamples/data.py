@@ -19,7 +19,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 
-from hardsamples.errors import ConfigError
+from hardsamples.errors import ConfigError, exception_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,18 +74,82 @@ class DeviceData:
 
 
 def load_host_data(cfg) -> HostData:
+    """The dataset of cfg.dataset, from whichever source, checked as every source is (check_host_data)."""
+    from hardsamples.own_data import load_from_python, load_image_folder
+
     source = cfg.dataset.source
     if source == "torchvision":
-        return _load_torchvision(cfg.dataset, Path(cfg.data_dir))
-    if source == "sklearn":
-        return _load_digits(cfg.dataset)
-    if source == "generated":
-        return make_synthetic(cfg.dataset)
-    if source == "image_folder":
-        return load_image_folder(cfg.dataset)
-    if source == "python":
-        return load_from_python(cfg.dataset)
-    raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn, generated, image_folder or python")
+        host = _load_torchvision(cfg.dataset, Path(cfg.data_dir))
+    elif source == "sklearn":
+        host = _load_digits(cfg.dataset)
+    elif source == "generated":
+        host = make_synthetic(cfg.dataset)
+    elif source == "image_folder":
+        host = load_image_folder(cfg.dataset)
+    elif source == "python":
+        host = load_from_python(cfg.dataset)
+    else:
+        raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn, generated, image_folder or"
+                          " python")
+    check_host_data(host, cfg)
+    return host
+
+
+def check_host_data(host: HostData, cfg) -> None:
+    """What every source must give, whatever produced it: uint8 NCHW images with C in {1, 3} (or the
+    configured dataset.channels), H, W >= 1, one image shape for both splits; integer labels, one per
+    image, in 0..num_classes-1; at least two classes, both among the training labels, and no more than
+    limits.num_classes. Checked once the data are read, before a model is built or anything written."""
+    name = cfg.dataset.name
+    shapes = []
+    for split, images, labels in (("train", host.train_images, host.train_labels),
+                                  ("test", host.test_images, host.test_labels)):
+        check_images(name, split, images, cfg.dataset.get("channels"))
+        if labels.shape != (images.shape[0],) or labels.dtype != np.int64:
+            raise ConfigError(f"{name}'s {split} split has labels of shape {labels.shape} for {images.shape[0]}"
+                              " images: one integer class id per image")
+        if images.shape[0] == 0:
+            raise ConfigError(f"{name}'s {split} split is empty: a run needs images to train on and to test")
+        bad = labels[(labels < 0) | (labels >= host.num_classes)]
+        if bad.size:
+            raise ConfigError(f"{name}'s {split} split has label {int(bad[0])}, outside its classes 0.."
+                              f"{host.num_classes - 1}: give every split the same classes, numbered from 0")
+        shapes.append(images.shape[1:])
+    if shapes[0] != shapes[1]:
+        raise ConfigError(f"{name}'s train images are {shapes[0]} (C, H, W) and its test images {shapes[1]}: give"
+                          " both splits images of one shape")
+    limit = OmegaConf.select(cfg, "limits.num_classes")
+    if limit is not None and host.num_classes > limit:
+        raise ConfigError(f"{name} has {host.num_classes} classes (largest label + 1), above limits.num_classes="
+                          f"{limit}: check the labels, or raise the limit deliberately with limits.num_classes=<n>")
+    present = np.unique(host.train_labels)
+    if host.num_classes < 2 or present.size < 2:
+        raise ConfigError(f"{name} has {present.size} class(es) among its training labels: a classifier needs at"
+                          " least 2 classes to tell apart (with one, every run would end at loss 0 and top-1 100%)")
+    untrained = np.setdiff1d(np.unique(host.test_labels), present)
+    if untrained.size:
+        raise ConfigError(f"{name}'s test split has label {int(untrained[0])}, which no training image has (a class"
+                          " the model could never learn): give every test class training images too")
+
+
+def check_images(name: str, split: str, images: np.ndarray, channels) -> None:
+    """uint8 (N, C, H, W), H and W >= 1, C as configured (dataset.channels) or else 1 or 3."""
+    shape = tuple(images.shape)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ConfigError(f"{name}'s {split} images are {images.dtype} of shape {shape}: uint8 (N, C, H, W) expected")
+    _, c, h, w = shape
+    allowed = (channels,) if channels is not None else (1, 3)
+    if c in allowed and h >= 1 and w >= 1:
+        return
+    if shape[3] in allowed and c not in allowed:
+        raise ConfigError(f"{name}'s {split} images have shape {shape}, channels last (N, H, W, C): give them as"
+                          " (N, C, H, W), e.g. x.permute(0, 3, 1, 2) for a tensor or x.transpose(0, 3, 1, 2) for"
+                          " a numpy array")
+    if h < 1 or w < 1 or c < 1:
+        raise ConfigError(f"{name}'s {split} images have shape {shape} (N, C, H, W): every image needs at least one"
+                          " channel and one pixel")
+    raise ConfigError(f"{name}'s {split} images have {c} channels (shape {shape}, N, C, H, W): give 1 (grey) or 3"
+                      f" (RGB) channels, or pass ++dataset.channels={c} if {c} is meant")
 
 
 def _load_torchvision(dataset_cfg, root: Path) -> HostData:
@@ -96,8 +160,26 @@ def _load_torchvision(dataset_cfg, root: Path) -> HostData:
         if name == "stl10":
             return _load_stl10(root, download)
         return _load_cifar(name, root, download)
-    except (RuntimeError, OSError) as err:  # missing files, or a download with no network
-        raise ConfigError(_missing_files_message(dataset_cfg, root, download, err)) from err
+    except (RuntimeError, OSError) as err:  # missing files (or, for CIFAR, failing their MD5), or no network
+        if download or not _holds_files(root / TORCHVISION_FOLDERS[name]):
+            raise ConfigError(_missing_files_message(dataset_cfg, root, download, err)) from None
+        raise ConfigError(_damaged_files_message(name, root, err)) from None
+    except Exception as err:  # noqa: BLE001 - files there but not in their format: torchvision parses them blindly
+        raise ConfigError(_damaged_files_message(name, root, err)) from None
+
+
+def _holds_files(folder: Path) -> bool:
+    try:
+        return any(entry.is_file() for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _damaged_files_message(name: str, root: Path, err: Exception) -> str:
+    folder = root / TORCHVISION_FOLDERS[name]
+    return (f"{name} files under {folder} cannot be read ({exception_line(err)[:200]}): they are missing, damaged, or"
+            f" not {name}'s; replace them with the original files (or move them away and pass dataset.download=true on"
+            " a machine with network access)")
 
 
 def _missing_files_message(dataset_cfg, root: Path, download: bool, err: Exception) -> str:
@@ -175,177 +257,14 @@ def _load_digits(dataset_cfg) -> HostData:
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255
     labels = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=dataset_cfg.test_fraction,
-        random_state=dataset_cfg.split_seed, stratify=labels)
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(
+            images, labels, test_size=dataset_cfg.test_fraction, random_state=dataset_cfg.split_seed, stratify=labels)
+    except ValueError as err:  # a split too small to hold every class once
+        raise ConfigError(f"dataset.test_fraction={dataset_cfg.test_fraction} cannot split digits' {len(labels)} images"
+                          f" ({exception_line(err)}): use a fraction that leaves each split at least one image per"
+                          " class, e.g. dataset.test_fraction=0.25") from None
     return HostData(x_train, y_train, x_test, y_test, 10)
-
-
-def load_image_folder(dataset_cfg) -> HostData:
-    """Your own images in torchvision's ImageFolder layout: <root>/<train_dir>/<class>/<image> and the
-    same under <test_dir>; classes are the folder names, sorted, as ImageFolder numbers them.
-
-    Each image is decoded once by ImageFolder's loader (PIL, converted to RGB), made grey when
-    channels=1, and resized with PIL's bilinear filter to native_size x native_size, as the authors'
-    PIL Resize did; what PIL decodes, this reads (png, jpg, bmp, tif, webp, ...).
-    """
-    import torchvision.datasets as tvd
-    from torchvision.transforms import v2
-
-    if OmegaConf.is_missing(dataset_cfg, "root"):
-        raise ConfigError("dataset=image_folder needs the folder of your images: pass dataset.root=/path/to/folder"
-                          " (laid out as <root>/train/<class>/*.png and <root>/test/<class>/*.png)")
-    root, size = Path(str(dataset_cfg.root)), dataset_cfg.native_size
-    if not root.is_dir():
-        raise ConfigError(f"dataset.root={root} is not a folder: pass the folder that holds"
-                          f" {dataset_cfg.train_dir}/ and {dataset_cfg.test_dir}/")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"dataset.native_size={size} is not a whole number >= 1: the side, in pixels, images are"
-                          " decoded to, e.g. dataset.native_size=64")
-    if dataset_cfg.channels not in (1, 3):
-        raise ConfigError(f"dataset.channels={dataset_cfg.channels} is not 1 or 3: use 3 for RGB or 1 for grey")
-    steps = [v2.Grayscale(1)] if dataset_cfg.channels == 1 else []
-    transform = v2.Compose([*steps, v2.Resize((size, size), antialias=True), v2.PILToTensor()])
-    splits = {}
-    for key in ("train_dir", "test_dir"):
-        folder = root / str(dataset_cfg[key])
-        try:
-            splits[key] = tvd.ImageFolder(folder, transform=transform)
-        except OSError as err:  # no such folder, no class folders, or a class without images
-            raise ConfigError(f"{folder} holds no images in ImageFolder's layout ({one_line(err)}): lay them out as"
-                              f" {folder}/<class>/<image>, or point dataset.{key} at the split's folder") from None
-    train, test = splits["train_dir"], splits["test_dir"]
-    if test.classes != train.classes:
-        only_train = sorted(set(train.classes) - set(test.classes))
-        only_test = sorted(set(test.classes) - set(train.classes))
-        raise ConfigError(f"the class folders of {test.root} differ from those of {train.root} (only in train:"
-                          f" {only_train or 'none'}, only in test: {only_test or 'none'}): give both splits the same"
-                          " class folders, so a label means the same class in both")
-    workers = int(dataset_cfg.decode_workers)
-    try:
-        (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers) for split in (train, test))
-    except OSError as err:  # a file PIL cannot decode; its message names the file
-        raise ConfigError(f"an image under {root} cannot be decoded ({one_line(err)}): remove or replace it") from None
-    if dataset_cfg.shuffle_seed is not None:
-        # ImageFolder lists the files class by class: batches cut in that order (fidelity.partition=
-        # dataset_order) would each hold one class, in training and in a train-mode BatchNorm evaluation.
-        gen = torch.Generator().manual_seed(int(dataset_cfg.shuffle_seed))
-        train_order = torch.randperm(len(y_train), generator=gen).numpy()
-        test_order = torch.randperm(len(y_test), generator=gen).numpy()
-        x_train, y_train = x_train[train_order], y_train[train_order]
-        x_test, y_test = x_test[test_order], y_test[test_order]
-    return HostData(x_train, y_train, x_test, y_test, len(train.classes))
-
-
-def load_from_python(dataset_cfg) -> HostData:
-    """Your own data from your own code: dataset.data._target_ names a function (or class) that
-    hydra.utils.instantiate calls, with the other keys of dataset.data as keyword arguments. It returns
-
-        (train_images, train_labels), (test_images, test_labels)
-
-    images uint8 (N, C, H, W) and labels integer class ids 0..classes-1 of shape (N,), as torch tensors
-    or numpy arrays; or, for either split, a map-style torch Dataset of (uint8 CHW image, label) pairs.
-    The class count is the largest label + 1.
-    """
-    from hydra.utils import instantiate
-
-    spec = dataset_cfg.data
-    if OmegaConf.is_missing(spec, "_target_"):
-        raise ConfigError("dataset=custom needs your function: pass dataset.data._target_=my_module.make_data"
-                          " (my_module importable: in the working directory or on PYTHONPATH)")
-    target = str(spec._target_)
-    where = f"dataset.data._target_={target}"
-    if locate(target) is None:
-        raise ConfigError(f"{where} cannot be imported: {why_not_found(target)}")
-    returned = instantiate(spec, _convert_="all")  # an error inside your function keeps its traceback
-    if not (isinstance(returned, (tuple, list)) and len(returned) == 2):
-        raise ConfigError(f"{where} returned {describe(returned)}: {RETURN_SHAPE}")
-    (x_train, y_train), (x_test, y_test) = (
-        split_arrays(part, f"{where} returned {name}") for name, part in zip(("train", "test"), returned))
-    classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    return HostData(x_train, y_train, x_test, y_test, classes)
-
-
-RETURN_SHAPE = ("return (train_images, train_labels), (test_images, test_labels) with uint8 images of shape"
-                " (N, C, H, W) and integer labels of shape (N,)")
-
-
-def locate(path: str):
-    """The object at a dotted import path, or None; an error raised while importing its module propagates."""
-    import pydoc
-
-    return pydoc.locate(path)
-
-
-def why_not_found(target: str) -> str:
-    """What is missing of a dotted path that does not import, and the fix: the module (named with the
-    folders Python looked in first) or the name inside it."""
-    import importlib.util
-
-    module, _, name = target.rpartition(".")
-    if not module:
-        return f"'{target}' names no module: write <module>.<function>, e.g. my_data.make_data"
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a package on the way is missing
-        found = False
-    if found:
-        return f"module {module} has no '{name}': check the spelling of the function's name"
-    file = module.replace(".", "/") + ".py"
-    if Path(file).is_file():  # a caller that left the working directory off sys.path (not our commands)
-        return f"{file} is in the working directory, which is not on sys.path here: run with PYTHONPATH=."
-    return (f"Python finds no module {module}: there is no {file} in the working directory ({os.getcwd()}) or"
-            " on PYTHONPATH; run from the folder that holds it, or add that folder to PYTHONPATH"
-            " (PYTHONPATH=/path/to/folder hardsamples-train ...)")
-
-
-def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split as the uint8 NCHW images and int64 labels HostData holds; refused in one line otherwise."""
-    if isinstance(part, torch.utils.data.Dataset):
-        try:
-            part = stack_pairs(part)
-        except (TypeError, RuntimeError, ValueError) as err:  # default_collate: not tensors, or not of one size
-            raise ConfigError(f"{what} a Dataset whose items do not stack ({one_line(err)}): each item must be a"
-                              " (uint8 CHW image tensor, label) pair, every image of one size") from None
-    if not (isinstance(part, (tuple, list)) and len(part) == 2):
-        raise ConfigError(f"{what} as {describe(part)}: {RETURN_SHAPE}")
-    try:
-        images, labels = (torch.as_tensor(a) for a in part)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({one_line(err)}):"
-                          f" {RETURN_SHAPE}") from None
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ConfigError(f"{what} images of shape {tuple(images.shape)} and dtype {images.dtype}: {RETURN_SHAPE}"
-                          " (e.g. (x * 255).round().to(torch.uint8) for floats in [0, 1])")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool \
-            or tuple(labels.shape) != (images.shape[0],):
-        raise ConfigError(f"{what} labels of shape {tuple(labels.shape)} and dtype {labels.dtype} for"
-                          f" {images.shape[0]} images: {RETURN_SHAPE}")
-    if labels.numel() and labels.min() < 0:
-        raise ConfigError(f"{what} a negative label ({int(labels.min())}): labels are class ids 0..classes-1")
-    return np.ascontiguousarray(images.cpu().numpy()), labels.cpu().numpy().astype(np.int64)
-
-
-def stack_pairs(dataset, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A map-style Dataset of (uint8 CHW image, label) pairs as two arrays, read once through a DataLoader:
-    its default collate stacks them, and workers > 0 decode in parallel, keeping the order."""
-    from torch.utils.data import DataLoader
-
-    images, labels = zip(*DataLoader(dataset, batch_size=256, num_workers=workers))
-    return torch.cat(images).numpy(), torch.cat(labels).numpy().astype(np.int64)
-
-
-def describe(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line: its last line, which for an error a DataLoader worker raised
-    (and the DataLoader re-raised, after the worker's traceback) is the original message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
 def make_synthetic(dataset_cfg) -> HostData:
@@ -386,12 +305,36 @@ def to_device(host: HostData, image_size: int, normalization: str, device: torch
     The images are stored in the model's memory format: a gathered batch keeps its source's layout,
     so with channels_last the hot loop's `.contiguous(memory_format=...)` copies nothing.
     """
+    check_fits(host, image_size, device)
     train = _resize_then_move(host.train_images, image_size, device, memory_format)
     test = _resize_then_move(host.test_images, image_size, device, memory_format)
     mean, std = _normalisation(normalization, train)
     return DeviceData(train, torch.as_tensor(host.train_labels, device=device),
                       test, torch.as_tensor(host.test_labels, device=device),
                       host.num_classes, mean, std)
+
+
+def check_fits(host: HostData, image_size: int, device: torch.device) -> None:
+    """The resized images must fit where they will live: refused in one line before an allocation fails."""
+    count = len(host.train_images) + len(host.test_images)
+    need = count * host.train_images.shape[1] * image_size * image_size
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(f"{count} images at image_size={image_size} need {need / 2**30:.1f} GiB on {device}, more"
+                          f" than its {free / 2**30:.1f} GiB free: use a smaller image_size")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on the device (CUDA) or available on the host (Linux's MemAvailable); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _resize_then_move(images: np.ndarray, size: int, device: torch.device, memory_format: torch.memory_format,
@@ -433,8 +376,12 @@ def train_subset(host: HostData, size: int | None, seed: int) -> HostData:
     n = len(host.train_labels)
     if size is None or size >= n:
         return host
-    kept, _ = train_test_split(np.arange(n), train_size=int(size), random_state=int(seed),
-                               stratify=host.train_labels)
+    try:
+        kept, _ = train_test_split(np.arange(n), train_size=int(size), random_state=int(seed) % 2**32,
+                                   stratify=host.train_labels)
+    except ValueError as err:  # fewer images than classes, say: scikit-learn says which
+        raise ConfigError(f"dataset.subset={size} cannot be drawn from {n} training images ({err}): use a subset"
+                          f" of at least as many images as classes") from None
     kept = np.sort(kept)
     mask = host.hard_mask[kept] if host.hard_mask is not None else None
     return HostData(host.train_images[kept], host.train_labels[kept], host.test_images, host.test_labels,

@@ -17,3 +17,13 @@ def stop_reason(err: BaseException) -> str:
         reason += (" (stopped before its end: pre-emption, time limit, cancel or signal); a requeued job or a"
                    " rerun resumes from the last checkpoint")
     return reason
+
+
+def exception_line(err: BaseException) -> str:
+    """An exception as one line, `Type: message`: its message's last line, which for an error a DataLoader
+    worker raised (re-raised with the worker's traceback before it) is the original message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    last, kind = (lines[-1] if lines else ""), type(err).__name__
+    if not last or last.startswith(f"{kind}: "):
+        return last or kind
+    return f"{kind}: {last}"

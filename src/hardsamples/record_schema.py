@@ -21,7 +21,7 @@ STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 OVER = ("finished", "diverged")  # a run with one of these statuses is skipped when run again
 # Config keys that change where a run is logged or read from, never what it computes: two runs that
 # differ only here are the same run (a rerun skips or resumes it).
-NOT_COMPARED = ("logger", "data_dir", "sweep_name", "record", "progress", "progress_every_s")
+NOT_COMPARED = ("logger", "data_dir", "sweep_name", "record", "progress", "progress_every_s", "limits")
 
 METRIC_COLUMNS = ["interval", "updates", "train_loss", "train_top1", "seen_train_loss",
                   "test_loss", "test_top1", "seconds", "train_seconds", "extra_forward_passes"]

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import io
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -49,6 +50,7 @@ def current_umask() -> int:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    check_held(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -131,6 +133,31 @@ def remove_temporary_files(run_dir: Path) -> list[Path]:
 
 LOCK_NAME = ".lock"
 _held: dict[Path, int] = {}  # run directories this process holds, with how many holds are open
+_lock_ids: dict[Path, tuple[int, int]] = {}  # each held directory's lock file (device, inode), to re-check the hold
+_run_logs: dict[Path, logging.Handler] = {}  # the log file a held run writes (start_run_files), closed on release
+
+
+class LostHold(ConfigError):
+    """The held run directory was deleted or replaced (its lock file is gone or another): writing there now
+    could replace another run's record, so the run stops without writing."""
+
+
+def check_held(directory: Path) -> None:
+    """Before every write into a directory this process holds: its lock file must still be the one held. A
+    directory deleted while its run trained (`make clean` during a sweep) and made again by another run holds
+    another lock file; writing on would silently replace that run's record."""
+    key = Path(directory).resolve()
+    held = _lock_ids.get(key)
+    if held is None:
+        return
+    try:
+        stat = os.stat(key / LOCK_NAME)
+        now = (stat.st_dev, stat.st_ino)
+    except OSError:
+        now = None
+    if now != held:
+        raise LostHold(f"{directory} was deleted or replaced while this run held it (its lock file is gone): this"
+                       " run stops without writing there; run it again to train it afresh")
 
 
 def check_not_a_file(run_dir: Path) -> None:
@@ -161,6 +188,9 @@ def hold_run_dir(run_dir: Path) -> Iterator[bool]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / LOCK_NAME, "a+")
+    except IsADirectoryError:
+        raise ConfigError(f"{run_dir / LOCK_NAME} is a directory, where the run keeps its lock file: delete or move"
+                          " it") from None
     except (NotADirectoryError, FileExistsError) as err:
         raise ConfigError(f"the run directory {run_dir} cannot be made ({err.strerror}: {err.filename}): delete"
                           " or move that file, or pass another run_name= / sweep_name=") from None
@@ -178,15 +208,60 @@ def hold_run_dir(run_dir: Path) -> Iterator[bool]:
         raise ConfigError(f"{run_dir} is in use by another run (process {holder}): wait for it to end, or stop"
                           " that process and run again (it resumes)") from None
     try:
+        check_record_paths(run_dir)
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.uname().nodename}:{os.getpid()}\n")
         handle.flush()
-        _held[key] = 1
+        stat = os.fstat(handle.fileno())
+        _held[key], _lock_ids[key] = 1, (stat.st_dev, stat.st_ino)
         yield True
     finally:
         _held.pop(key, None)
+        _lock_ids.pop(key, None)
+        if (log_file := _run_logs.pop(key, None)) is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
         handle.close()  # releases the flock
+
+
+def check_record_paths(run_dir: Path) -> None:
+    """Each file the run writes must be a file or absent, and .hydra a folder or absent: refused in one line
+    before anything is written, rather than a traceback at the first write."""
+    for name in (*RECORD_FILES, LOG_NAME):
+        if (run_dir / name).is_dir():
+            raise ConfigError(f"{run_dir / name} is a directory, where the run writes its {name}: delete or move"
+                              " it, or pass another run_name= / sweep_name=")
+    if (run_dir / HYDRA_DIR).exists() and not (run_dir / HYDRA_DIR).is_dir():
+        raise ConfigError(f"{run_dir / HYDRA_DIR} is a file, where the run writes its Hydra config folder: delete"
+                          " or move it, or pass another run_name= / sweep_name=")
+
+
+LOG_NAME = "train.log"  # Hydra's job log, <job name>.log (conf/config.yaml: hydra.job_logging.handlers.file)
+HYDRA_DIR = ".hydra"
+
+
+def start_run_files(run_dir: Path, cfg) -> None:
+    """What Hydra would have written into the run directory before any check (conf/config.yaml turns that
+    off): .hydra/ (the run's config, Hydra's config, the overrides) and the job's log file, written now that
+    this process holds the directory and the run will train. The log file closes when the hold ends."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return  # called outside a Hydra app (tests, the API): nothing of Hydra's to write
+    key, hydra = Path(run_dir).resolve(), HydraConfig.get()
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", {"hydra": hydra}),
+                       ("overrides.yaml", hydra.overrides.task)):
+        check_held(run_dir)
+        write_atomic(Path(run_dir) / HYDRA_DIR / name, OmegaConf.to_yaml(node).encode())
+    spec = OmegaConf.select(hydra, "job_logging.handlers.file")
+    if spec is None or key in _run_logs:
+        return
+    log_file = logging.FileHandler(str(spec.filename), encoding="utf-8")
+    log_file.setFormatter(logging.Formatter(OmegaConf.select(hydra, f"job_logging.formatters.{spec.formatter}.format")))
+    logging.getLogger().addHandler(log_file)
+    _run_logs[key] = log_file
 
 
 class RunRecord:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import statistics
@@ -312,9 +314,15 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[D
     try:
         with records.hold_run_dir(run_dir):
             outcome = sweep_job_held(cfg, run_dir, job_num, run_one)
+    except records.LostHold as err:  # the directory was deleted under the run: nothing more is written there
+        log.error("%s failed: %s", cfg.run_name, err)
+        outcome = "failed"
     except ConfigError as err:  # the directory is in use (or is a file): this job's note goes beside it
         log.error("%s failed: %s", cfg.run_name, err)
         JobNote.refused(run_dir, job_num, f"{type(err).__name__}: {err}")
+        outcome = "failed"
+    except OSError as err:  # e.g. a full disk refused job.json: the job fails, the sweep goes on to its summary
+        log.error("%s failed: %s", cfg.run_name, err)
         outcome = "failed"
     if os.environ.get(SWEEP_ID_ENV):
         log.info("%s", progress_line(Path(run_dir).parent))
@@ -332,18 +340,18 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
         before = records.read_record(run_dir)
         status = run_one(cfg, run_dir)
     except Exception as err:
-        if isinstance(err, ConfigError):
-            log.error("%s failed: %s", cfg.run_name, err)
+        if isinstance(err, ConfigError) or getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            log.error("%s failed: %s", cfg.run_name, err)  # bad input or a full disk: its line says it all
         else:
             log.exception("%s failed", cfg.run_name)
-        with contextlib.suppress(OSError):  # a full disk refuses the note too: the job's log has the error
+        with contextlib.suppress(OSError, records.LostHold):  # a full disk refuses the note too: the log has it
             note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
     except slices.BudgetSpent as err:  # at_budget=stop: recorded interrupted; the next slice resumes it
         note.close("stopped", str(err))
         return "stopped"
     except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, records.LostHold):
             note.close("failed", stop_reason(err))
         raise
     after = records.read_record(run_dir)
@@ -416,9 +424,9 @@ def bar_position() -> int:
 
 
 # --- the end of a sweep ------------------------------------------------------------------------------
-# SweepSummary is a Hydra callback (conf/config.yaml, hydra.callbacks). Every sweep job leaves job.json
-# with a fresh attempt id; the callback notes the attempt ids already there when the sweep starts, so
-# at the end the new ones are exactly this sweep's jobs, on whatever machines the launcher put them.
+# SweepSummary is a Hydra callback (conf/config.yaml, hydra.callbacks). It gives each launch of a sweep an id
+# (SWEEP_ID_ENV, carried in every job's config); every job's note carries it, so at the end the notes with
+# this id are exactly this launch's jobs, on whatever machines the launcher put them.
 # It runs in the process that launched the sweep:
 #     sweep results/runs/demo: 12 jobs in 2m05s: 9 finished, 1 resumed, 2 skipped, 0 diverged, 0 failed
 #       failed    test_resnet-digits-hard_batches-d1.5-s0: ConfigError: delta=1.5 is outside (0, 1]: ...
@@ -430,7 +438,7 @@ SLICE_OUTCOMES = ("stopped", "postponed")  # a slice's time budget (slices.py): 
 class SweepSummary(Callback):
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.earlier: dict[Path, str] = {}
+        self.sweep_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.started = time.perf_counter()
@@ -444,11 +452,13 @@ class SweepSummary(Callback):
         with open_dict(config), read_write(config):
             config.hydra.overrides.hydra = [*config.hydra.overrides.hydra,
                                             *sweep_env_overrides(keys, sweep_id, jobs, started)]
-        self.earlier = {d: note.get("attempt") for d, note in read_job_notes(config.hydra.sweep.dir).items()}
+        self.sweep_id = sweep_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        # Only this launch's jobs: a second launch of the same sweep, at the same time, leaves notes (its jobs
+        # refused the directories this one holds) that are none of this launch's business.
         notes = {d: note for d, note in read_job_notes(config.hydra.sweep.dir).items()
-                 if note.get("attempt") != self.earlier.get(d)}
+                 if note.get("sweep_id") == self.sweep_id}
         print(summary_text(Path(config.hydra.sweep.dir), notes, time.perf_counter() - self.started), flush=True)
         if any(outcome_of(note) == "failed" for note in notes.values()):
             sys.exit(1)  # SystemExit passes through Hydra's callback and error handlers: the sweep fails
@@ -492,15 +502,27 @@ def cell_lines(run_dirs: list[Path]) -> list[str]:
         by_cell.setdefault(cells.label(cell), []).append(row)
     lines = ["  per cell, the seeds' mean +/- sd at the end of training (make tables: e, delta-e, 95% CIs):"] if by_cell else []
     for label, rows in sorted(by_cell.items()):
-        top1 = mean_sd([float(r["test_top1"]) for r in rows], 2)
-        loss = mean_sd([float(r["train_loss"]) for r in rows], 4)
+        top1 = mean_sd([as_number(r.get("test_top1")) for r in rows], 2)
+        loss = mean_sd([as_number(r.get("train_loss")) for r in rows], 4)
         lines.append(f"    {label}: {len(rows)} run(s), test top-1 {top1}, train loss {loss}")
     return lines
 
 
+def as_number(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def mean_sd(values: list[float], digits: int) -> str:
-    mean = f"{statistics.mean(values):.{digits}f}"
-    return mean + (f" +/- {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
+    """mean +/- sd of the finite values, saying how many were not (a damaged or diverged record's NaN)."""
+    finite = [v for v in values if math.isfinite(v)]
+    skipped = f" ({len(values) - len(finite)} not a number)" if len(finite) < len(values) else ""
+    if not finite:
+        return "n/a" + skipped
+    mean = f"{statistics.mean(finite):.{digits}f}"
+    return mean + (f" +/- {statistics.stdev(finite):.{digits}f}" if len(finite) > 1 else "") + skipped
 
 
 def outcome_of(note: dict) -> str:

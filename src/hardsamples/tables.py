@@ -13,6 +13,7 @@ Options: conf/tables.yaml, composed by Hydra like the training app. The work is 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
     except OmegaConfBaseException as err:  # a value of the wrong shape, met while the tables are made
         print(f"error: {cli.one_line(err)}: {cli.where_options_are('tables', PROG)}", file=sys.stderr)
+    except OSError as err:  # out= a file, a read-only folder, a full disk
+        where = err.filename or "the output folder"
+        problem = "it is a file" if Path(str(where)).is_file() else err.strerror or type(err).__name__
+        print(f"error: cannot write {where} ({problem}): pass out=<a folder you can write> (or free space there)",
+              file=sys.stderr)
     return 2
 
 

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records, slices
-from hardsamples.config_checks import check_group_choices, check_override_keys
+from hardsamples.config_checks import check_command_line
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device, train_subset
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
@@ -51,7 +51,7 @@ from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
 from hardsamples.sweep import bar_position, sweep_job
-from hardsamples.validation import check_data, check_settings, check_single_sample_batches
+from hardsamples.validation import check_data, check_loop, check_settings
 from hardsamples.wandb_mirror import WandbMirror
 
 log = logging.getLogger("hardsamples")
@@ -99,6 +99,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     if not writable:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
+    records.start_run_files(run_dir, cfg)
 
     log.info("%s: %s", cfg.run_name, settings_line(cfg))
     threads_from_allocation()
@@ -106,7 +107,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, runtime)
     loop = build_loop(cfg, data, runtime)
-    check_single_sample_batches(cfg, loop.model, data)
+    check_loop(cfg, loop)
     log.info("%s: %d training images in N = %d fixed batches, k = %d a round, %d updates in all, on %s%s",
              cfg.run_name, data.num_train, loop.num_batches, loop.policy.k, loop.budget, runtime.device,
              recorded_method(cfg, loop))
@@ -124,7 +125,8 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
         if not OmegaConf.select(cfg, "record.keep_checkpoint", default=False):
             record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
-        with contextlib.suppress(OSError):  # a full disk may refuse this write too: the first error is the one to tell
+        # a full disk may refuse this write too (or the directory is gone): the first error is the one to tell
+        with contextlib.suppress(OSError, records.LostHold):
             record.set_status(ended_status(err), error=stop_reason(err))
         if mirror is not None:
             mirror.finish(ended_status(err))
@@ -238,6 +240,12 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
             train = evaluate(loop.model, data, train_images, train_labels, settings)
             test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
             row = interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds)
+            if (broken := non_finite(loop.model, train, test)) is not None:  # the last update of the interval
+                message = f"{broken} after interval {interval}: lower optimizer.lr or check the data"
+                log.error(message)
+                record.add_interval(row)
+                record.set_status("diverged", error=message, finished_at=now())
+                return "diverged"
             record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None,
                                 probe.take_rows() if probe else None)
             if cfg.record.checkpoint:
@@ -266,6 +274,19 @@ def attach_probe(cfg: DictConfig, loop: UpdateLoop, record: RunRecord) -> RoundP
 
 
 LOG_LINE = "{desc}: {percentage:3.0f}% of {total_fmt} images, {elapsed} so far, {remaining} left, {rate_fmt}"
+
+
+def non_finite(model: torch.nn.Module, train: EvalResult, test: EvalResult) -> str | None:
+    """What is not finite after an interval, or None: the training losses are finite before each update, so
+    only the evaluation and the weights show that the interval's last update diverged (with epochs=1, the
+    run's last)."""
+    for split, result in (("train", train), ("test", test)):
+        if not math.isfinite(result.loss):
+            return f"the {split} loss became {result.loss}"
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        return "the model's weights became non-finite"
+    return None
 
 
 @contextlib.contextmanager
@@ -393,8 +414,7 @@ def main() -> None:
     found; a console script's own sys.path starts with its bin/ folder."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    check_group_choices(sys.argv[1:])
-    check_override_keys(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     try:
         hydra_main()
     except Terminated as err:  # a sweep (-m): the job running was recorded failed; a rerun resumes it

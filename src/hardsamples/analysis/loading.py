@@ -11,6 +11,8 @@ job, and they list what they leave out.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pandas as pd
 
 from hardsamples import cells
 from hardsamples.errors import ConfigError
-from hardsamples.record_schema import IDENTITY_FIELDS
+from hardsamples.record_schema import IDENTITY_FIELDS, STATUSES
 from hardsamples.wandb_mirror import METRIC_KEYS
 from hardsamples.analysis.inference import t_interval
 
@@ -79,7 +81,7 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
         header = _read_header(run_dir / "run.json")
     except Unreadable as err:
         return [{"run_dir": str(run_dir), "source": "records", "status": "unreadable", "error": str(err)}]
-    config = header.get("config", {})
+    config = header["config"]
     run = {key: header.get(key) for key in IDENTITY if key in header}
     run.update(run_dir=str(run_dir), source="records", channels=header.get("channels", channels_of(config)),
                config=config)
@@ -88,12 +90,13 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
         if batch_file.exists():
             run.update(_batch_stats_of(batch_file, confidence))
         metrics_file = run_dir / "metrics.csv"
-        metrics = (_read_csv(metrics_file, ["interval", "train_loss", "test_top1"]) if metrics_file.exists()
+        metrics = (_read_csv(metrics_file, REQUIRED_METRICS) if metrics_file.exists()
                    else pd.DataFrame(columns=METRICS))
+        check_metrics(metrics, header["status"], header["epochs"], "metrics.csv")
     except Unreadable as err:
         return [{**run, "status": "unreadable", "error": str(err)}]
     metrics = metrics[[c for c in METRICS if c in metrics]]
-    if run.get("status") == "finished" and len(metrics) < (header.get("epochs") or 0):
+    if run.get("status") == "finished" and len(metrics) < header["epochs"]:
         run.update(status="incomplete", error=f"finished, but metrics.csv holds {len(metrics)} of"
                                               f" {header.get('epochs')} intervals")
     return _with_rows(run, metrics.to_dict("records"))
@@ -101,10 +104,10 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
 
 def _batch_stats_of(path: Path, confidence: float) -> dict:
     batches = _read_csv(path, ["split", "top1"])
-    try:
-        batches["top1"] = pd.to_numeric(batches["top1"])
-    except (ValueError, TypeError) as err:
-        raise Unreadable(f"{path.name}: top1 is not numeric ({err})") from err
+    top1 = pd.to_numeric(batches["top1"], errors="coerce")
+    if top1.isna().any() or not top1.between(0, 100).all() or not batches["split"].isin(["train", "test"]).all():
+        raise Unreadable(f"{path.name}: a row is not a split (train, test) with a top-1 in [0, 100]")
+    batches["top1"] = top1
     return batch_stats(batches, confidence)
 
 
@@ -115,18 +118,119 @@ def _read_header(path: Path) -> dict:
         raise Unreadable(f"run.json: {type(err).__name__}: {err}") from err
     if not isinstance(header, dict) or "status" not in header:
         raise Unreadable("run.json: not a run record (expected an object with a status)")
+    missing = [key for key in REQUIRED_FIELDS if key not in header]
+    if missing:
+        raise Unreadable(f"run.json: not a run record of this code (it has no {', '.join(missing)})")
+    if (problem := identity_problem(header)) is not None:
+        raise Unreadable(f"run.json: {problem}")
     return header
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+    """A CSV whose every row has the header's number of fields (pandas would fill a short row with NaN, or
+    take an extra first field as the index, and shift the values under the wrong columns)."""
     try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        text = path.read_text()
+        lines = [row for row in csv.reader(io.StringIO(text)) if row]
+        short = next((i for i, row in enumerate(lines[1:], 2) if len(row) != len(lines[0])), None)
+        if short is not None:
+            raise Unreadable(f"{path.name}: row {short} has {len(lines[short - 1])} fields for the header's"
+                             f" {len(lines[0])} (a row cut or shifted)")
+        table = pd.read_csv(io.StringIO(text))
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.EmptyDataError,
+            pd.errors.ParserError) as err:
         raise Unreadable(f"{path.name}: {type(err).__name__}: {err}".replace("\n", " ")) from err
     missing = [c for c in required if c not in table]
     if missing:
         raise Unreadable(f"{path.name}: missing column(s) {', '.join(missing)}")
     return table
+
+
+# --- what a record must hold to be tabulated -----------------------------------------------------------------
+# run.json: the fields a table groups and labels by, each of its type and in its range. A foreign run.json, or
+# one with a field of the wrong type (seed a dict, epochs a string, config a string), is listed as unreadable.
+REQUIRED_FIELDS = ("status", "config", "model", "dataset", "delta", "seed", "epochs", "fidelity", "batch_size",
+                   "image_size")
+_TEXT, _WHOLE, _REAL = "a string", "a whole number", "a number"
+FIELD_RULES = {  # field: (what it must be, a check of its value, may it be null)
+    "status": (_TEXT, lambda v: isinstance(v, str) and v in STATUSES, False),
+    "config": ("an object", lambda v: isinstance(v, dict), False),
+    "model": (_TEXT, lambda v: isinstance(v, str) and v != "", False),
+    "dataset": (_TEXT, lambda v: isinstance(v, str) and v != "", False),
+    "fidelity": (_TEXT, lambda v: isinstance(v, str) and v != "", False),
+    "delta": ("a number in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1, False),
+    "seed": (_WHOLE, lambda v: _is_whole(v), False),
+    "epochs": ("a whole number >= 1", lambda v: _is_whole(v) and v >= 1, False),
+    "batch_size": ("a whole number >= 1", lambda v: _is_whole(v) and v >= 1, False),
+    "image_size": ("a whole number >= 1", lambda v: _is_whole(v) and v >= 1, False),
+    "method": (_TEXT, lambda v: isinstance(v, str), True),
+    "num_batches": ("a whole number >= 1", lambda v: _is_whole(v) and v >= 1, True),
+    "num_classes": ("a whole number >= 2", lambda v: _is_whole(v) and v >= 2, True),
+    "channels": ("a whole number >= 1", lambda v: _is_whole(v) and v >= 1, True),
+    "run_id": (_TEXT, lambda v: isinstance(v, str), True),
+    "run_name": (_TEXT, lambda v: isinstance(v, str), True),
+    "sweep": (_TEXT, lambda v: isinstance(v, str), True),
+    "error": (_TEXT, lambda v: isinstance(v, str), True),
+    "finished_at": (_TEXT, lambda v: isinstance(v, str), True),
+}
+# metrics.csv: the columns the tables read, and the range of every value a run writes.
+REQUIRED_METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1"]
+METRIC_RANGES = {"train_loss": (0, np.inf), "train_top1": (0, 100), "seen_train_loss": (0, np.inf),
+                 "test_loss": (0, np.inf), "test_top1": (0, 100), "seconds": (0, np.inf),
+                 "train_seconds": (0, np.inf), "extra_forward_passes": (0, np.inf)}
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def identity_problem(run: dict) -> str | None:
+    """The first field of a run's identity that is not of its type or in its range, as `field=value is not
+    what it must be`; None when all that are there are."""
+    for key, (expected, valid, nullable) in FIELD_RULES.items():
+        if key not in run or (nullable and run[key] is None):
+            continue
+        if not valid(run[key]):
+            shown = json.dumps(run[key], default=str)
+            return f"{key}={shown[:60] + ('...' if len(shown) > 60 else '')} is not {expected}"
+    return None
+
+
+def check_metrics(metrics: pd.DataFrame, status: str, epochs: int, source: str) -> None:
+    """Every interval's row once, in order, 1..n with n <= epochs; every value numeric, finite and in its range
+    (top-1 in [0, 100], losses >= 0). A diverged run's last row is its divergence: it may hold NaN or nothing.
+    Anything else is a damaged record (Unreadable), never averaged."""
+    if metrics.empty:
+        return
+    numeric = {column: pd.to_numeric(metrics[column], errors="coerce") for column in metrics
+               if column in METRIC_RANGES or column in ("interval", "updates")}
+    intervals = numeric["interval"]
+    if intervals.isna().any() or intervals.tolist() != list(range(1, len(metrics) + 1)):
+        shown = ", ".join(str(v) for v in metrics["interval"].tolist()[:12])
+        raise Unreadable(f"{source}: intervals {shown} are not 1..{len(metrics)} in order (a row duplicated, missing"
+                         " or moved)")
+    if len(metrics) > epochs:
+        raise Unreadable(f"{source}: {len(metrics)} intervals for a run of epochs={epochs}")
+    updates = numeric["updates"]
+    if updates.isna().any() or not (updates.diff().dropna() > 0).all() or updates.iloc[0] < 1:
+        raise Unreadable(f"{source}: updates are not a rising count from 1")
+    checked = metrics.index[:-1] if status == "diverged" else metrics.index
+    for column, (low, high) in METRIC_RANGES.items():
+        if column not in numeric:
+            continue
+        values, given = numeric[column].loc[checked], metrics[column].loc[checked]
+        valid = values.between(low, high) & np.isfinite(values)
+        # an optional column may be empty (older records), never text or out of range
+        bad = values[~valid & (given.notna() | (column in REQUIRED_METRICS))]
+        if len(bad):
+            at = int(intervals.loc[bad.index[0]])
+            value = metrics[column].loc[bad.index[0]]
+            raise Unreadable(f"{source}: {column}={value} at interval {at} of a {status} run is not a finite number"
+                             f" in [{low:g}, {high:g}]")
 
 
 def batch_stats(batches: pd.DataFrame, confidence: float = 0.95) -> dict:
@@ -184,6 +288,23 @@ WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed
 
 
 def _wandb_run(wrun) -> list[dict]:
+    """One W&B run as table rows, checked as a local record is; one that is not a run of this code, or is
+    damaged, is listed as unreadable."""
+    try:
+        run, rows = _wandb_run_rows(wrun)
+        if (problem := identity_problem(run)) is not None:
+            raise Unreadable(f"W&B: {problem}")
+        check_metrics(pd.DataFrame(rows), run["status"], run["epochs"], "W&B history")
+    except Unreadable as err:
+        return [{"run_id": wrun.id, "run_dir": f"wandb:{wrun.id}", "source": "wandb", "status": "unreadable",
+                 "error": str(err)}]
+    except (KeyError, TypeError, AttributeError, ValueError) as err:  # a W&B run not made by this code
+        return [{"run_id": wrun.id, "run_dir": f"wandb:{wrun.id}", "source": "wandb", "status": "unreadable",
+                 "error": f"W&B: not a run of this code ({type(err).__name__}: {err})"}]
+    return _with_rows(run, rows)
+
+
+def _wandb_run_rows(wrun) -> tuple[dict, list[dict]]:
     config = dict(wrun.config)
     summary = dict(wrun.summary)
     identity = config.pop("identity", None) or {}  # the mirror's copy of run.json's identity, not Hydra's config
@@ -198,7 +319,7 @@ def _wandb_run(wrun) -> list[dict]:
            "finished_at": None, "config": config}
     run.update({key: value for key, value in identity.items() if key in IDENTITY_FIELDS})
     rows = [_metrics_of(logged) for logged in wrun.scan_history()]
-    return _with_rows(run, sorted(rows, key=lambda r: r["interval"]))
+    return run, sorted(rows, key=lambda r: r["interval"])
 
 
 def _metrics_of(logged: dict) -> dict:
