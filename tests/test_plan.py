@@ -198,3 +198,16 @@ def test_a_bad_plan_is_one_line(tmp_path):
     (tmp_path / "empty.yaml").write_text("name: x\n")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_plan(tmp_path / "empty.yaml")
+
+
+def test_the_mechanism_figure_is_drawn_from_the_probed_arms(tmp_path):
+    from hardsamples.analysis.tables import build, plan_figure
+    from hardsamples.tables import compose
+
+    write_study(tmp_path / "runs")
+    plan = write_plan(tmp_path / "plan.yaml")
+    cfg = compose([f"runs={tmp_path / 'runs'}", f"out={tmp_path / 'out'}", f"plan={plan}", "table2=false"])
+    _, _, runs, _ = build(cfg)
+    written = plan_figure(runs, cfg)
+    assert sorted(p.name for p in written) == ["mechanism.pdf", "mechanism.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

@@ -46,6 +46,16 @@ def read_round_losses(run_dir) -> pd.DataFrame | None:
         return None
 
 
+def probed_rounds(runs: pd.DataFrame) -> list[pd.DataFrame]:
+    """Each run's round_losses.csv rows, with the interval t = updates // N + 1 each round started in."""
+    tables = []
+    for run_dir, num_batches in zip(runs["run_dir"], runs["num_batches"]):
+        rounds = read_round_losses(run_dir)
+        if rounds is not None and len(rounds):
+            tables.append(rounds.assign(interval=rounds["updates"] // int(num_batches) + 1))
+    return tables
+
+
 def run_measures(rounds: pd.DataFrame | None) -> dict:
     """lift, spread and refresh_change of one run, each the mean over its probed rounds."""
     if rounds is None or rounds.empty:

@@ -193,3 +193,46 @@ def _plot_band(ax, by_interval, confidence: float, style: dict, clip=(None, None
     drawn = np.concatenate([mean, low, high])
     drawn = drawn[np.isfinite(drawn)]
     return (drawn.min(), drawn.max()) if len(drawn) else (np.nan, np.nan)
+
+
+def mechanism_figure(rounds: dict[str, list[pd.DataFrame]], min_lift: float, title: str, out_dir,
+                     confidence: float = 0.95) -> list[Path]:
+    """The mechanism check over training (analysis/mechanism.py): for each probed arm, the lift of its
+    chosen batches (their loss on the current model / all batches' loss; 1: what random choice gets) and
+    the spread of the batch losses against random batches of the same size, each the mean over seeds
+    at each probed interval with its 95% t band. rounds: arm label -> each seed's round_losses.csv rows,
+    with the interval t each was measured in (mechanism.probed_rounds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context(FIGURE_STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(FIGURE_SIZE_IN[0], 2.8), layout="constrained")
+        styles = iter([{"color": c, "marker": m} for c, m in zip(PALETTE[1:], MARKERS[1:])])
+        for label, tables in rounds.items():
+            long = pd.concat(tables, ignore_index=True)
+            long["lift"] = long["chosen_fresh_mean"] / long["fresh_mean"]
+            long["spread"] = long["fresh_sd"] / long["random_sd"]
+            style = next(styles)
+            for ax, measure in ((left, "lift"), (right, "spread")):
+                _plot_band(ax, long.groupby("interval")[measure], confidence, style, label=label)
+        left.axhline(1.0, color="black", linewidth=0.8, label="random choice (1)")
+        left.axhline(min_lift, color="black", linewidth=0.8, linestyle=":", label=f"live at ≥ {min_lift:g}")
+        right.axhline(1.0, color="black", linewidth=0.8, label="random batches (1)")
+        left.set(xlabel="interval t (epoch-equivalents)", ylabel="lift: chosen / all batches' current loss",
+                 title="Were the chosen batches harder than random ones?")
+        right.set(xlabel="interval t (epoch-equivalents)", ylabel="sd of batch losses / random batches' sd",
+                  title="Did the fixed batches differ in hardness?")
+        left.legend(loc="best", frameon=False)
+        right.legend(loc="best", frameon=False)
+        fig.suptitle(textwrap.fill(title, TITLE_CHARACTERS))
+        stem = out_dir / "mechanism"
+        written = []
+        for suffix in (".png", ".pdf"):
+            fig.savefig(stem.with_suffix(suffix), dpi=PNG_DPI, metadata={"CreationDate": None} if suffix == ".pdf" else None)
+            written.append(stem.with_suffix(suffix))
+        plt.close(fig)
+    return written

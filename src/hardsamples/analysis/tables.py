@@ -574,6 +574,23 @@ def paper_and_report(paper_dir: str | None) -> tuple[Paper, ConsistencyReport]:
     return paper, consistency_report(paper)
 
 
+def plan_figure(runs: pd.DataFrame, cfg: DictConfig) -> list[Path]:
+    """The plan's mechanism check over training (figures/mechanism.png), where its arms were probed."""
+    from hardsamples.analysis.mechanism import probed_rounds
+    from hardsamples.analysis.plan import arm_runs, load_plan
+    from hardsamples.analysis.plots import mechanism_figure
+
+    plan = load_plan(cfg.plan)
+    arms = arm_runs(runs, plan)
+    labels = [*plan.mechanism.get("arms", []), plan.mechanism.get("random_arm")]
+    rounds = {label: probed_rounds(arms[label]) for label in labels if label in arms}
+    rounds = {label: tables for label, tables in rounds.items() if tables}
+    if not rounds:
+        return []
+    return mechanism_figure(rounds, float(plan.mechanism["min_lift"]), f"Mechanism check of plan {plan.name}",
+                            figures_dir(cfg), cfg.confidence)
+
+
 def run(cfg: DictConfig) -> int:
     sections, df, runs, rows = build(cfg)
     out = Path(cfg.out)
@@ -587,6 +604,8 @@ def run(cfg: DictConfig) -> int:
         from hardsamples.analysis.plots import convergence_figures
 
         written = convergence_figures(df, runs, rows, figures_dir(cfg), cfg.confidence)
+        if cfg.get("plan"):
+            written += plan_figure(runs, cfg)
     print(f"wrote {out}/tables.md, tables.tex and {sum(s.data is not None for s in sections)} CSV files"
           + (f"; {len(written)} figure files under {figures_dir(cfg)}" if written else ""))
     return 0
