@@ -92,8 +92,8 @@ def test_a_run_whose_directory_is_deleted_mid_run_stops_and_leaves_the_new_run_a
     run_dir = tmp_path / "run"
     real_add = records.RunRecord.add_interval
 
-    def add_then_replaced(record, row, trace_rows=None):
-        real_add(record, row, trace_rows)
+    def add_then_replaced(record, row, *rows):
+        real_add(record, row, *rows)
         shutil.rmtree(run_dir)
         run_dir.mkdir()
         (run_dir / records.LOCK_NAME).write_text("other-host:2\n")
