@@ -1,8 +1,8 @@
 """Copy sample outputs into README.md from the committed results, so the README cannot go stale.
 
 Each block in README.md between `<!-- sample: <name> -->` and `<!-- end sample -->` is replaced by
-the section of results/fashion_mnist/tables.md whose heading starts with SECTIONS[<name>] (the table
-and its notes). tests/test_readme.py fails when README.md differs from what this script writes.
+the table of the section, in the committed tables.md SECTIONS[<name>] names, whose heading starts
+with the heading given there. tests/test_readme.py fails when README.md differs from what this script writes.
 
     python tools/readme_samples.py          # rewrite README.md
     python tools/readme_samples.py --check  # exit 1 if README.md is stale
@@ -16,10 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-TABLES = ROOT / "results" / "fashion_mnist" / "tables.md"
+FIRST = ROOT / "results" / "fashion_mnist" / "tables.md"  # the first study (underfit)
+MEMORISE = ROOT / "results" / "fashion_mnist_memorise" / "tables.md"  # the study in the paper's regime
 SECTIONS = {
-    "fashion_mnist_delta": "## Per-delta table: fashion_mnist (not in the paper) — protocol",
-    "fashion_mnist_methods": "## Methods: each against standard",
+    "memorise_verdicts": (MEMORISE, "## Plan verdicts"),
+    "memorise_mechanism": (MEMORISE, "## Mechanism check"),
+    "fashion_mnist_delta": (FIRST, "## Per-delta table: fashion_mnist (not in the paper) — protocol"),
+    "fashion_mnist_methods": (FIRST, "## Methods: each against standard"),
 }
 BLOCK = re.compile(r"(<!-- sample: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end sample -->)", re.S)
 
@@ -32,21 +35,22 @@ def section(tables: str, heading: str) -> str:
             body = part.split("\n", 1)[1].strip("\n")
             table = [line for line in body.splitlines() if line.startswith("|")]
             return "```\n" + "\n".join(table) + "\n```\n"
-    raise SystemExit(f"error: no section '{heading}' in {TABLES}: regenerate it with make study")
+    raise SystemExit(f"error: no section '{heading}' in the committed tables: regenerate them with make study")
 
 
-def rendered(readme: str, tables: str) -> str:
+def rendered(readme: str) -> str:
     def fill(match: re.Match) -> str:
         name = match["name"]
         if name not in SECTIONS:
             raise SystemExit(f"error: README.md names an unknown sample '{name}': use one of {', '.join(SECTIONS)}")
-        return match.group(1) + section(tables, SECTIONS[name]) + match.group(4)
+        tables, heading = SECTIONS[name]
+        return match.group(1) + section(tables.read_text(), heading) + match.group(4)
     return BLOCK.sub(fill, readme)
 
 
 def main(argv: list[str]) -> int:
-    readme, tables = README.read_text(), TABLES.read_text()
-    fresh = rendered(readme, tables)
+    readme = README.read_text()
+    fresh = rendered(readme)
     if "--check" in argv:
         return 0 if fresh == readme else 1
     README.write_text(fresh)
