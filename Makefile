@@ -1,8 +1,10 @@
 # Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...";
 # `make sweep SWEEP=table3 launcher=slurm` runs the grid conf/experiment/table3.yaml on a launcher.
 # `make test` runs every test; `make test-fast` leaves out the ones marked slow (training subprocesses:
-# sweeps, kills, resumes, the real-data run).
+# sweeps, kills, resumes, the real-data run). Tests run in TEST_WORKERS processes (pytest-xdist; every
+# test is one-thread and owns its tmp_path): 2 halves the suite on a 2-core machine (CI); 1 for a serial run.
 VENV ?= .venv
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 SWEEP ?= demo
 ARGS ?=
@@ -25,10 +27,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 run: setup
 	$(PY) -m hardsamples.train $(ARGS)

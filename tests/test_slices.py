@@ -106,24 +106,38 @@ def test_a_bad_budget_is_refused_in_one_line(minutes, at_budget, expected):
 
 @pytest.mark.slow
 def test_a_sweep_stops_starting_runs_at_its_budget_and_the_next_slice_continues(tmp_path):
-    """The real CLI: slice 1 (a budget of 9 s, at_budget=stop) starts seed 0's first run (~12 s of
-    training), stops it at a checkpoint and starts nothing else; slice 2 (no budget) resumes it and
-    runs the rest."""
+    """The real CLI: slice 1 has a budget of 6 s (at_budget=stop) for a grid of about 20 s of training
+    (two runs of 100 intervals), so it cannot end the grid: whichever run is training when the budget
+    runs out stops at its checkpoint, and no run starts after it. How far slice 1 gets depends on the
+    machine's speed, so the test checks what must hold for any speed; slice 2 (no budget) resumes what
+    stopped, starts what was postponed, and ends the grid."""
     grid = ["-m", "experiment=demo", *TINY, "dataset.num_train=192", "dataset.num_test=64", "launcher=local",
-            "epochs=60", "delta=1.0,0.5", "seed=0", "sweep_name=sliced"]
+            "epochs=100", "delta=1.0,0.5", "seed=0", "sweep_name=sliced"]
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    first = run_cli([*grid, "hydra.sweeper.budget_minutes=0.15", "hydra.sweeper.at_budget=stop"], cwd=tmp_path, env=env)
+    first = run_cli([*grid, "hydra.sweeper.budget_minutes=0.1", "hydra.sweeper.at_budget=stop"], cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    summary = [line for line in first.stdout.splitlines() if line.startswith("sweep ")][-1]
-    assert summary.endswith("0 failed, 1 stopped, 1 postponed"), first.stdout[-2000:]
+    counts = outcome_counts(first.stdout)
+    assert counts["stopped"] + counts["postponed"] >= 1 and counts["finished"] <= 1, first.stdout[-2000:]
+    assert counts["finished"] + counts["stopped"] + counts["postponed"] == 2 and counts["failed"] == 0
     runs = tmp_path / "results/runs/sliced"
-    stopped = runs / "test_resnet-synthetic-hard_batches-d1.0-s0"
-    assert json.loads((stopped / "run.json").read_text())["status"] == "interrupted"
-    assert sorted(p.parent.name for p in runs.glob("*/run.json")) == [stopped.name]
+    statuses = sorted(json.loads(p.read_text())["status"] for p in runs.glob("*/run.json"))
+    assert statuses == sorted(["finished"] * counts["finished"] + ["interrupted"] * counts["stopped"])
 
     second = run_cli(grid, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "1 finished, 1 resumed, 0 skipped, 0 diverged, 0 failed" in second.stdout
+    again = outcome_counts(second.stdout)
+    assert (again["resumed"], again["finished"], again["skipped"]) == (counts["stopped"], counts["postponed"],
+                                                                     counts["finished"]), second.stdout[-2000:]
     assert not list(runs.glob(f"*/{slices.POSTPONED_NOTE}"))
-    for header in (json.loads(p.read_text()) for p in runs.glob("*/run.json")):
-        assert header["status"] == "finished"
+    headers = [json.loads(p.read_text()) for p in runs.glob("*/run.json")]
+    assert len(headers) == 2 and all(header["status"] == "finished" for header in headers)
+
+
+def outcome_counts(stdout: str) -> dict[str, int]:
+    """The sweep's summary line ("sweep DIR: 2 jobs in 0m09s: 1 finished, 0 resumed, ...") as counts."""
+    summary = [line for line in stdout.splitlines() if line.startswith("sweep ")][-1]
+    counts = {"postponed": 0, "stopped": 0}
+    for part in summary.rsplit(": ", 1)[1].split(", "):
+        number, outcome = part.split(" ")
+        counts[outcome] = int(number)
+    return counts
