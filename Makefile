@@ -1,5 +1,5 @@
 # Every target sets up .venv first when needed. Pass Hydra overrides with ARGS="key=value ...";
-# `make sweep SWEEP=table3 launcher=slurm` runs the grid conf/experiment/table3.yaml on a launcher.
+# `make sweep SWEEP=table3 launcher=slurm` runs the grid sweeps/table3.yaml on a launcher.
 # `make test` runs every test; `make test-fast` leaves out the ones marked slow (training subprocesses:
 # sweeps, kills, resumes, the real-data run). Tests run in TEST_WORKERS processes (pytest-xdist; every
 # test is one-thread and owns its tmp_path): 2 halves the suite on a 2-core machine (CI); 1 for a serial run.

@@ -52,7 +52,7 @@ def table_files(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("study", STUDIES, ids=lambda s: s.folder)
 def test_the_study_records_are_complete_and_hold_no_checkpoints(study):
     runs = sorted((study.path / "runs").glob("*/run.json"))
-    assert len(runs) == study.runs, f"arms x seeds (conf/experiment/{study.grids[0]}*.yaml)"
+    assert len(runs) == study.runs, f"arms x seeds (sweeps/{study.grids[0]}*.yaml)"
     for path in runs:
         assert json.loads(path.read_text())["status"] == "finished", path
         assert (path.parent / "metrics.csv").is_file() and (path.parent / "batch_accuracy.csv").is_file()

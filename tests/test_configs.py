@@ -1,12 +1,15 @@
-"""Every config in src/hardsamples/conf composes, resolves and passes the run's checks.
+"""Every config in conf/ composes, resolves and passes the run's checks.
 
 The groups and their options are read from the directory, so a yaml file added later is tested
 without editing this file: a new option that does not compose, leaves a `???` unfilled, names a
 launcher that cannot be built or sets a value check_settings refuses fails here, before any run
-trips over it. The grids of conf/experiment are expanded job by job as Hydra's basic sweeper does.
+trips over it. The grids (sweeps/, the experiment group) are expanded job by job as Hydra's basic sweeper does.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -71,9 +74,22 @@ def test_every_yaml_file_is_a_primary_config_or_an_option_of_a_group():
     else (a nested folder, a new primary config) would go untested, so it fails here instead."""
     seen = {CONF_DIR / f"{name}.yaml" for name in PRIMARY}
     seen |= {CONF_DIR / group / f"{option}.yaml" for group, option in OPTIONS}
-    untested = sorted(str(path.relative_to(CONF_DIR)) for path in set(CONF_DIR.rglob("*.yaml")) - seen)
+    # os.walk with followlinks: conf/experiment is a link to sweeps/, which rglob would not enter.
+    found = {Path(folder) / name for folder, _, names in os.walk(CONF_DIR, followlinks=True) for name in names}
+    untested = sorted(str(path.relative_to(CONF_DIR)) for path in found - seen if path.suffix == ".yaml")
     assert not untested, f"conf/ files no test composes: {untested}"
     assert all(path.is_file() for path in seen)
+
+
+def test_the_top_level_conf_and_sweeps_are_what_the_package_reads():
+    """In a checkout the package reads conf/ and sweeps/ through links: a link replaced by a copy
+    would let the two drift apart, so the resolved paths must be the top-level folders."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "sweeps").is_dir():
+        pytest.skip("an installed package: its wheel carries the configs as files")
+    assert CONF_DIR.resolve() == root / "conf"
+    assert (CONF_DIR / "experiment").resolve() == root / "sweeps"
+    assert EXPERIMENTS == sorted(p.stem for p in (root / "sweeps").glob("*.yaml"))
 
 
 def test_the_groups_found_include_every_group_of_the_run_config():

@@ -160,7 +160,7 @@ def test_submitit_local_runs_jobs_and_requeues_a_preempted_one_which_resumes(tmp
 
 
 def compose_sweep(name: str, overrides: list[str]):
-    """As `experiment=<name>` composes it: a grid of conf/experiment/ on top of conf/config.yaml."""
+    """As `experiment=<name>` composes it: a grid of sweeps/ on top of conf/config.yaml."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=[f"experiment={name}", *overrides], return_hydra_config=True)
 

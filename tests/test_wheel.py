@@ -25,11 +25,15 @@ TINY_RUN = ["model.name=test_resnet", "image_size=16", "batch_size=64", "epochs=
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """pip wheel on a copy of the sources, so setuptools' build/ and egg-info never land in the checkout."""
+    """pip wheel on a copy of the sources, so setuptools' build/ and egg-info never land in the checkout.
+    The copy keeps the checkout's links (src/hardsamples/conf -> conf/, conf/experiment -> sweeps/):
+    the build must turn them into files."""
     pytest.importorskip("setuptools")  # --no-build-isolation builds with this environment's setuptools
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for folder in ("src", "conf", "sweeps"):
+        shutil.copytree(ROOT / folder, source / folder, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
@@ -69,9 +73,12 @@ def run_in(env_dir: Path, cwd: Path, *args: str, timeout: int = 300) -> subproce
 
 def test_wheel_carries_the_configs_and_the_papers_numbers(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    wanted = {f"hardsamples/{p.relative_to(PACKAGE).as_posix()}"
-              for pattern in ("conf/**/*.yaml", "analysis/reference/*.csv") for p in PACKAGE.glob(pattern)}
+    conf, sweeps = ROOT / "conf", ROOT / "sweeps"
+    wanted = {f"hardsamples/conf/{p.relative_to(conf).as_posix()}" for p in conf.rglob("*.yaml")}  # not into the link
+    wanted |= {f"hardsamples/conf/experiment/{p.name}" for p in sweeps.glob("*.yaml")}
+    wanted |= {f"hardsamples/{p.relative_to(PACKAGE).as_posix()}" for p in PACKAGE.glob("analysis/reference/*.csv")}
     assert any(name.startswith("hardsamples/conf/experiment/") for name in wanted)
+    assert any(name.startswith("hardsamples/conf/method/") for name in wanted)
     assert wanted <= names, sorted(wanted - names)
     assert "hydra_plugins/hardsamples_launchers/launchers.py" in names  # conf/launcher/ names its classes
     assert "hardsamples-0.1.0.dist-info/licenses/LICENSE" in names

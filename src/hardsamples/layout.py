@@ -1,7 +1,9 @@
 """Where the package keeps what it reads: the one place that knows the layout.
 
-The configs and the paper's numbers travel inside the package (and so inside its wheel), so an
-installed `hardsamples-train` finds them from any directory. Records and tables are written relative
+The configs live at the top of a checkout (conf/, with the grids in sweeps/) and reach the package
+through links: src/hardsamples/conf -> ../../conf and conf/experiment -> ../sweeps. The wheel copies
+the linked files, so an installed `hardsamples-train` finds them beside its code from any directory,
+and a checkout and an install read them through the same path. Records and tables are written relative
 to the working directory (results/ by default, conf/config.yaml's hydra.run.dir).
 """
 
@@ -13,7 +15,7 @@ from omegaconf import OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR / "conf"  # Hydra's primary config directory: config.yaml, tables.yaml, bench.yaml
-EXPERIMENT_DIR = CONF_DIR / "experiment"  # the grids: experiment=<name>
+EXPERIMENT_DIR = CONF_DIR / "experiment"  # the grids (sweeps/ in a checkout): experiment=<name>
 PAPER_NUMBERS_DIR = PACKAGE_DIR / "analysis" / "reference"  # the paper's tables, transcribed
 
 

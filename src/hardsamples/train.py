@@ -2,7 +2,7 @@
 
     python -m hardsamples.train                                   # digits, quick preset
     python -m hardsamples.train preset=paper model=resnet18 dataset=cifar10 delta=0.2 seed=0
-    python -m hardsamples.train experiment=demo                   # a grid of conf/experiment/ (make sweep)
+    python -m hardsamples.train experiment=demo                   # a grid of sweeps/ (make sweep)
 
 A run owns its directory (results/runs/<sweep>/<run name>): a finished run is skipped, an
 interrupted one resumes from its last checkpoint, and anything else starts fresh. In a sweep each
