@@ -257,3 +257,21 @@ def test_build_policy_takes_a_plain_dict():
            "fidelity": {"hardest_count": "decimal_floor", "tie_order": "batch_index"}}
     policy = build_policy(cfg, 10, torch.device("cpu"))
     assert (policy.name, policy.k) == ("hard_batches", 5)
+
+
+def test_a_registered_policy_is_built_by_its_method_name(monkeypatch):
+    """A new method is a builder registered under its config's name: build_policy needs no edit."""
+    from hardsamples.policies import POLICY_BUILDERS, StandardPolicy, build_policy, register_policy
+
+    class EvenBatches(StandardPolicy):
+        name = "even_batches"
+
+        def next_round(self, round_index, updates_left, measure_losses=None):
+            return torch.arange(0, self.num_batches, 2)[:updates_left]
+
+    monkeypatch.setattr("hardsamples.policies.POLICY_BUILDERS", dict(POLICY_BUILDERS))
+    register_policy("even_batches")(lambda cfg, n, device: EvenBatches(n, device))
+    policy = build_policy({"method": {"name": "even_batches"}, "delta": 1.0, "seed": 0}, 6, torch.device("cpu"))
+    assert policy.next_round(1, 100).tolist() == [0, 2, 4]
+    with pytest.raises(ConfigError, match=r"unknown method 'mine'.*even_batches"):
+        build_policy({"method": {"name": "mine"}, "delta": 1.0, "seed": 0}, 6, torch.device("cpu"))

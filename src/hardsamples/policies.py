@@ -11,6 +11,8 @@ The methods, each under the same budget of N x E updates:
   trimming        Mini-batch trimming: every batch every epoch, back-propagating only the mean loss
                   of its round(q x B) hardest samples, q falling over training (TrimmingPolicy).
 
+build_policy finds a method's policy by its name in POLICY_BUILDERS (@register_policy).
+
 Everything stays on the device: the stored losses, the sort, the chosen ids. The loop never reads a
 Python value from them inside a round, so a round runs without a single host synchronisation.
 """
@@ -260,25 +262,60 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
     raise ConfigError(f"fidelity.hardest_count={rule} is unknown: use {' or '.join(COUNT_RULES)}")
 
 
+# The policy of each method: conf/method/<file>.yaml's `name` -> a function (run config, N, device) ->
+# Policy. A new method is its class and its builder, registered below, and its config file.
+PolicyBuilder = Callable[..., Policy]
+POLICY_BUILDERS: dict[str, PolicyBuilder] = {}
+
+
+def register_policy(method: str) -> Callable[[PolicyBuilder], PolicyBuilder]:
+    """Decorator: runs whose cfg.method.name is `method` train with the policy the function builds."""
+    def register(builder: PolicyBuilder) -> PolicyBuilder:
+        POLICY_BUILDERS[method] = builder
+        return builder
+    return register
+
+
 def build_policy(cfg, num_batches: int, device: torch.device) -> Policy:
-    """The policy of cfg.method at cfg.delta (a run config, or a plain dict of the same shape). Trimming
-    and standard train every batch, so they take delta = 1.0 only; the batch-choosing methods are
-    Algorithm 1 at delta = 1.0 (HardBatchesPolicy)."""
+    """The policy of cfg.method at cfg.delta (a run config, or a plain dict of the same shape)."""
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
-    method, delta = cfg.method.name, cfg.delta
-    if method in ("standard", "trimming") and delta != 1.0:
-        raise ConfigError(f"method={method} trains every batch: delta must be 1.0, not {delta}")
-    if method == "trimming":
-        return TrimmingPolicy(num_batches, device, cfg.method.start, cfg.method.end, cfg.method.shape)
-    if method == "standard":
-        return StandardPolicy(num_batches, device)
-    if method in ("hard_batches", "random_batches"):
-        random = method == "random_batches"
-        return HardBatchesPolicy(num_batches, delta, cfg.method.round_order, device,
-                                 refresh=False if random else cfg.method.refresh,
-                                 count_rule=cfg.fidelity.hardest_count,
-                                 tie_order="batch_index" if random else cfg.fidelity.tie_order,
-                                 draw="random" if random else "hardest", seed=cfg.seed)
-    raise ConfigError(f"unknown method '{method}': use one of conf/method/"
-                      " (standard, hard_batches, random_batches, trimming)")
+    builder = POLICY_BUILDERS.get(cfg.method.name)
+    if builder is None:
+        raise ConfigError(f"unknown method '{cfg.method.name}': use one of conf/method/"
+                          f" ({', '.join(POLICY_BUILDERS)})")
+    return builder(cfg, num_batches, device)
+
+
+def _every_batch_needs_delta_one(cfg) -> None:
+    """Standard and trimming train every batch every round: a delta below 1.0 would go unused."""
+    if cfg.delta != 1.0:
+        raise ConfigError(f"method={cfg.method.name} trains every batch: delta must be 1.0, not {cfg.delta}")
+
+
+@register_policy("standard")
+def _standard(cfg, num_batches: int, device: torch.device) -> Policy:
+    _every_batch_needs_delta_one(cfg)
+    return StandardPolicy(num_batches, device)
+
+
+@register_policy("hard_batches")
+def _hard_batches(cfg, num_batches: int, device: torch.device) -> Policy:
+    """Algorithm 2 (Algorithm 1 at delta = 1.0)."""
+    return HardBatchesPolicy(num_batches, cfg.delta, cfg.method.round_order, device, refresh=cfg.method.refresh,
+                             count_rule=cfg.fidelity.hardest_count, tie_order=cfg.fidelity.tie_order,
+                             draw="hardest", seed=cfg.seed)
+
+
+@register_policy("random_batches")
+def _random_batches(cfg, num_batches: int, device: torch.device) -> Policy:
+    """Algorithm 2's rounds with k batches drawn at random; ties among them go to the lower index."""
+    return HardBatchesPolicy(num_batches, cfg.delta, cfg.method.round_order, device, refresh=False,
+                             count_rule=cfg.fidelity.hardest_count, tie_order="batch_index",
+                             draw="random", seed=cfg.seed)
+
+
+@register_policy("trimming")
+def _trimming(cfg, num_batches: int, device: torch.device) -> Policy:
+    _every_batch_needs_delta_one(cfg)
+    return TrimmingPolicy(num_batches, device, cfg.method.start, cfg.method.end, cfg.method.shape)
