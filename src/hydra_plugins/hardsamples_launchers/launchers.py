@@ -250,6 +250,10 @@ class _SurvivingSubmitit:
             self.watch(jobs)
             return [_Deferred(job) for job in jobs]
 
+        # Private reach: hydra_submitit's launch() makes its AutoExecutor, submits with map_array and
+        # waits on the jobs inside one method, with no hook between. Swapping the class's map_array for
+        # this call only (restored below) sees the jobs before Hydra waits on them, without copying
+        # launch(); submitit has no public submission callback.
         submitit.AutoExecutor.map_array = map_array
         try:
             with hangup_interrupts():
@@ -332,7 +336,9 @@ class SlurmLauncher(_SurvivingSubmitit, hydra_submitit.SlurmLauncher):
         where it does not, so a job killed on a cluster without accounting is seen to end."""
         watcher = queue_watcher_class()()
         for job in jobs:
-            for each in [job, *job._sub_jobs]:
+            tasks = [job.task(i) for i in range(job.num_tasks)]  # the job itself when it has one task
+            for each in [job, *(task for task in tasks if task is not job)]:
+                # Private reach: submitit sets one watcher per Job class, with no parameter to pass ours.
                 each.watcher = watcher  # the class's watcher asks sacct only
                 watcher.register_job(each.job_id)
 
@@ -404,6 +410,9 @@ def queue_watcher_class():
                 log.info("sacct is unusable on this cluster (no accounting?): job states come from squeue")
 
         def update(self) -> None:
+            # Private reach: submitit's InfoWatcher keeps its job sets and state cache in private
+            # attributes with no public setter, and is_done() reads that cache: squeue's states must
+            # go into it, and the finished set be updated as the base update() does.
             if self.use_sacct:
                 super().update()
             unknown = {job_id for job_id in self._registered - self._finished
