@@ -17,7 +17,7 @@ from hardsamples.analysis.paper import MODEL_ORDER, load_paper
 from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS
 from hardsamples.records import write_csv, write_json
 from hardsamples.analysis.inference import t_interval
-from hardsamples.analysis.tables import DELTA_CSV, build
+from hardsamples.analysis.report import DELTA_CSV, build
 from hardsamples.tables import compose
 
 RULES = {"relative": {"kind": "relative", "tolerance": 0.01},

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, train_in_process
 
-from hardsamples.analysis.tables import DELTA_CSV
+from hardsamples.analysis.report import DELTA_CSV
 from hardsamples.tables import main
 
 

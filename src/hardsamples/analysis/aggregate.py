@@ -1,4 +1,4 @@
-"""From the tidy run table to the numbers of every table, as DataFrames (rendering is tables.py's job).
+"""From the tidy run table to the numbers of every table, as DataFrames (rendering is report.py's job).
 
 A run enters a mean only when its record says `finished`; running (unfinished), diverged, failed and
 unreadable runs stay in the run table with the reason, and every group row counts them. Means and

@@ -13,7 +13,6 @@ figures; see conf/tables.yaml for where.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,10 @@ from hardsamples.analysis.consistency import ConsistencyReport, consistency_repo
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
-from hardsamples.analysis.inference import MIN_SEEDS, Interval, few_seeds
+from hardsamples.analysis.formatting import (TIMING_TEXT, ci_of, delta_e_cell, diff_cell, diff_ratio_cell, e_cell,
+                                             format_number, method_labels, p_text, paper_cell, reach_cell, sign_cell,
+                                             with_ci)
+from hardsamples.analysis.inference import MIN_SEEDS
 from hardsamples.analysis.latex import PACKAGES, TEXT_WIDTH_PT, latex
 
 DEFAULT_OUT = "results/tables"
@@ -60,37 +62,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------------------------- formatting
-
-def number(value, digits: int = 2, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    value = round(value, digits) + 0.0  # no "-0.00"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def with_ci(mean, ci, n, digits: int = 2, low=None, high=None, clipped=False) -> str:
-    """'mean ± half-width' ('mean [low, high]' when clipped to its scale); with one seed it says so
-    instead of printing an interval; fewer than 3 seeds carry a warning."""
-    n = 0 if pd.isna(n) else int(n)
-    low = math.nan if low is None else low
-    high = math.nan if high is None else high
-    return Interval(mean, ci, n, low, high, bool(clipped) and not pd.isna(clipped)).text(digits)
-
-
-def ci_of(table: pd.DataFrame, metric: str, n_column: str = "n_seeds", digits: int = 2) -> list[str]:
-    return [with_ci(r[f"{metric}_mean"], r[f"{metric}_ci95"], r[n_column], digits, r.get(f"{metric}_low"),
-                    r.get(f"{metric}_high"), r.get(f"{metric}_clipped", False)) for _, r in table.iterrows()]
-
-
-def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
-    """A paired difference: '+1.23 [-0.40, +2.90]', with the few-seeds warning; '' without pairs."""
-    if pd.isna(estimate):
-        return ""
-    if pd.isna(low):
-        return f"{number(estimate, digits, True)} (1 pair, no CI)"
-    return f"{number(estimate, digits, True)} [{number(low, digits, True)}, {number(high, digits, True)}]{few_seeds(n)}"
-
+# ---------------------------------------------------------------------------------- settings columns
 
 def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
     """One column per setting a sweep varied (cells.py), from the frame's `settings`; none when no
@@ -124,58 +96,6 @@ def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
     for offset, (key, values) in enumerate(columns.items()):
         data.insert(position + offset, key, values)
     return data
-
-
-def p_text(p) -> str:
-    return "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def method_labels(table: pd.DataFrame) -> list[str]:
-    return [cells.method_text(row) for _, row in table.iterrows()]
-
-
-def paper_cell(mean, ci) -> str:
-    return "" if pd.isna(mean) else (f"{mean:.1f}" if pd.isna(ci) else f"{mean:.1f} ± {ci:.1f}")
-
-
-def e_cell(row) -> str:
-    """Mean e over the seeds that converged, and how many were censored (never averaged in)."""
-    censored = 0 if pd.isna(row.get("e_censored")) else int(row["e_censored"])
-    converged = row.get("e_n", row["n_seeds"])
-    converged = 0 if pd.isna(converged) else int(converged)
-    text = (with_ci(row["e_mean"], row["e_ci95"], converged, 1, row.get("e_low"), row.get("e_high"),
-                    row.get("e_clipped", False)) if converged else "–")
-    why = row.get("e_censored_why") or ""
-    return text + (f" ({censored} of {int(row['n_seeds'])} censored{': ' + why if why else ''})" if censored else "")
-
-
-def delta_e_cell(row, prefix: str = "delta_e") -> str:
-    """Paired Delta-e with its interval, and the pairs left out of it because one side was censored."""
-    text = diff_cell(row.get(f"{prefix}_pct"), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"),
-                     row.get("pairs_converged", 0))
-    censored = row.get("pairs_censored")
-    if not pd.isna(censored) and censored > 0:
-        text = (text + " " if text else "") + f"({int(censored)} censored pair{'s' if censored > 1 else ''})"
-    return text
-
-
-def sign_cell(row) -> str:
-    """Order of e within each seed, censored pairs included where their order is known."""
-    if pd.isna(row.get("earlier")):
-        return ""
-    return (f"{int(row['earlier'])}/{int(row['later'])}/{int(row['ties'])}/{int(row['unknown'])}"
-            + (f" (p {p_text(row['sign_p'])})" if not pd.isna(row["sign_p"]) else ""))
-
-
-def reach_cell(row, metric: str) -> str:
-    """Epochs for delta to reach the delta = 1 run's target, of the seeds that reached it, and speed-up."""
-    reached, pairs = row.get(f"reach_{metric}_reached"), row.get("pairs")
-    if pd.isna(reached) or pd.isna(pairs) or not pairs:
-        return ""
-    if not reached:
-        return f"never (0 of {int(pairs)})"
-    return (f"{number(row[f'reach_{metric}_epochs'], 1)} vs {number(row[f'reach_{metric}_base_epochs'], 1)}"
-            f" ({int(reached)} of {int(pairs)}), ×{number(row[f'reach_{metric}_speedup'])}")
 
 
 def seeds_note(table: pd.DataFrame) -> list[str]:
@@ -240,17 +160,17 @@ def delta_display(part: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
         if with_paper:
             columns[f"paper {split}"] = [paper_cell(m, c) for m, c in
                                          zip(part[f"paper_{split}_top1"], part[f"paper_{split}_ci95"])]
-            columns[f"diff {split}"] = part[f"{split}_top1_minus_paper"].map(lambda v: number(v, 1, True))
+            columns[f"diff {split}"] = part[f"{split}_top1_minus_paper"].map(lambda v: format_number(v, 1, True))
     columns["Δtest vs δ=1 (pp)"] = [diff_cell(r.get("test_top1_diff"), r.get("test_top1_diff_low"),
                                               r.get("test_top1_diff_high"), r.get("pairs")) for _, r in part.iterrows()]
     columns["e"] = [e_cell(r) for _, r in part.iterrows()]
     if with_paper:
-        columns["paper e"] = part["paper_e"].map(lambda v: number(v, 0))
-        columns["diff e"] = part["e_minus_paper"].map(lambda v: number(v, 1, True))
+        columns["paper e"] = part["paper_e"].map(lambda v: format_number(v, 0))
+        columns["diff e"] = part["e_minus_paper"].map(lambda v: format_number(v, 1, True))
     columns["Δe %"] = [delta_e_cell(r) for _, r in part.iterrows()]
     if with_paper:
-        columns["paper Δe %"] = part["paper_delta_e_pct"].map(number)
-        columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: number(v, 2, True))
+        columns["paper Δe %"] = part["paper_delta_e_pct"].map(format_number)
+        columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: format_number(v, 2, True))
     columns["not in means"] = part["not_in_means"].fillna("")
     return with_settings(pd.DataFrame(columns).reset_index(drop=True), part)
 
@@ -262,13 +182,13 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
         "δ": part["delta"].map(lambda d: f"{d:g}"), "pairs": part["pairs"].astype(int),
         "Δtest pp [t 95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
                                        r["pairs"]) for _, r in part.iterrows()],
-        "bootstrap 95%": [f"[{number(lo, 2, True)}, {number(hi, 2, True)}]" if not pd.isna(lo) else ""
+        "bootstrap 95%": [f"[{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]" if not pd.isna(lo) else ""
                           for lo, hi in zip(part["test_top1_diff_boot_low"], part["test_top1_diff_boot_high"])],
         "p": part["test_top1_diff_p"].map(p_text), "p Holm": part["test_top1_diff_p_holm"].map(p_text),
-        "d_z": part["test_top1_diff_dz"].map(number),
-        "seeds for 1 pp": part["seeds_needed"].map(lambda v: number(v, 0)),
+        "d_z": part["test_top1_diff_dz"].map(format_number),
+        "seeds for 1 pp": part["seeds_needed"].map(lambda v: format_number(v, 0)),
         "Δe % [t 95%]": [delta_e_cell(r) for _, r in part.iterrows()],
-        "fewer epochs %": part["fewer_epochs_pct"].map(number),
+        "fewer epochs %": part["fewer_epochs_pct"].map(format_number),
         "Δe p Holm": part["delta_e_p_holm"].map(p_text),
         "earlier/later/tie/unknown": [sign_cell(r) for _, r in part.iterrows()],
         "to δ=1's train loss": [reach_cell(r, "train_loss") for _, r in part.iterrows()],
@@ -291,13 +211,13 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
 def table6_section(t6: pd.DataFrame) -> Section:
     display = pd.DataFrame({
         "dataset": t6["dataset"], "network": t6["network"], "protocol": [protocol_text(r) for _, r in t6.iterrows()],
-        "δ = 1.0 test top-1": t6["base_test_top1"].map(number), "best δ < 1": t6["best_delta"].map(lambda d: number(d, 1)),
-        "its test top-1": t6["best_test_top1"].map(number), "gain pp": t6["gain_pp"].map(lambda v: number(v, 2, True)),
-        "no effect: expected gain pp": [f"{number(g, 2, True)} (95%: ≤ {number(u, 2, True)})" if not pd.isna(g) else "n/a"
+        "δ = 1.0 test top-1": t6["base_test_top1"].map(format_number), "best δ < 1": t6["best_delta"].map(lambda d: format_number(d, 1)),
+        "its test top-1": t6["best_test_top1"].map(format_number), "gain pp": t6["gain_pp"].map(lambda v: format_number(v, 2, True)),
+        "no effect: expected gain pp": [f"{format_number(g, 2, True)} (95%: ≤ {format_number(u, 2, True)})" if not pd.isna(g) else "n/a"
                                         for g, u in zip(t6["null_expected_gain_pp"], t6["null_upper95_pp"])],
         "P(gain this large | no effect)": t6["selection_p"].map(p_text),
-        "change %": t6["change_pct"].map(number), "no effect: expected change %": t6["null_expected_change_pct"].map(number),
-        "paper change %": t6["paper_change_pct"].map(number), "diff": t6["change_minus_paper"].map(lambda v: number(v, 2, True))})
+        "change %": t6["change_pct"].map(format_number), "no effect: expected change %": t6["null_expected_change_pct"].map(format_number),
+        "paper change %": t6["paper_change_pct"].map(format_number), "diff": t6["change_minus_paper"].map(lambda v: format_number(v, 2, True))})
     better = t6["gain_pp"].dropna()
     expected = (t6.loc[better.index, "null_p_best_wins"]).sum()
     notes = ["change % = (best − base) / best × 100, from the mean test top-1 over seeds of each δ.",
@@ -308,7 +228,7 @@ def table6_section(t6: pd.DataFrame) -> Section:
              " standard errors on average; 'P(gain this large | no effect)' is the selection-adjusted p-value"
              " (simulated, 200,000 seeded draws).",
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
-             f" {number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
+             f" {format_number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
     display = with_settings(display, t6, after="protocol")
     return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone", display, t6,
                    notes=notes)
@@ -322,8 +242,8 @@ def table1_section(t1: pd.DataFrame) -> Section:
         "timed": t1["timing"].map(lambda t: TIMING_TEXT.get(t, t)),
         "s / update": [with_ci(m, c, n, 5) for m, c, n in zip(t1["seconds_per_update_mean"], t1["seconds_per_update_ci95"], t1["n_seeds"])],
         "× δ = 1.0 [95%]": [diff_ratio_cell(r) for _, r in t1.iterrows()],
-        "paper s / update": t1["paper_seconds_per_update"].map(lambda v: number(v, 4)),
-        "paper ×": t1["paper_ratio_to_delta_1"].map(number)})
+        "paper s / update": t1["paper_seconds_per_update"].map(lambda v: format_number(v, 4)),
+        "paper ×": t1["paper_ratio_to_delta_1"].map(format_number)})
     notes = ["× δ = 1.0: geometric mean over seeds of (s / update of δ) / (s / update of δ = 1.0, same seed), 95%"
              " t-interval on the log ratio. `make bench` is the reference for the cost of one update (the update loop"
              " alone, interleaved in one process). The paper timed ResNet-18 on CIFAR-10 at 128 px."]
@@ -337,25 +257,13 @@ def table1_section(t1: pd.DataFrame) -> Section:
     return Section("table1", "Table 1: seconds per update", with_settings(display, t1), t1, notes=notes + seeds_note(t1))
 
 
-TIMING_TEXT = {"train_seconds": "train seconds (updates only)", "wall clock": "wall clock (incl. evaluation, start-up)"}
-
-
-def diff_ratio_cell(row) -> str:
-    if pd.isna(row["ratio_to_delta_1"]):
-        return "1 (reference)" if row["delta"] == 1.0 and row["method"] == "standard" else ""
-    if pd.isna(row["ratio_to_delta_1_low"]):
-        return f"{number(row['ratio_to_delta_1'])} (1 pair, no CI)"
-    return (f"{number(row['ratio_to_delta_1'])} [{number(row['ratio_to_delta_1_low'])},"
-            f" {number(row['ratio_to_delta_1_high'])}]{few_seeds(row['ratio_pairs'])}")
-
-
 def table2_section(t2: pd.DataFrame) -> Section:
     display = pd.DataFrame({
         "model": t2["model"], "image size": t2["image_size"].astype(int), "classes": t2["num_classes"].astype(int),
-        "channels": t2["channels"].astype(int), "params (M)": t2["params_m"].map(number),
-        "paper params (M)": t2["paper_params_m"].map(number), "GFLOPs": t2["gflops"].map(lambda v: number(v, 3)),
-        "paper GFLOPs": t2["paper_gflops"].map(number), "diff params": t2["params_m_minus_paper"].map(lambda v: number(v, 2, True)),
-        "diff GFLOPs": t2["gflops_minus_paper"].map(lambda v: number(v, 3, True))})
+        "channels": t2["channels"].astype(int), "params (M)": t2["params_m"].map(format_number),
+        "paper params (M)": t2["paper_params_m"].map(format_number), "GFLOPs": t2["gflops"].map(lambda v: format_number(v, 3)),
+        "paper GFLOPs": t2["paper_gflops"].map(format_number), "diff params": t2["params_m_minus_paper"].map(lambda v: format_number(v, 2, True)),
+        "diff GFLOPs": t2["gflops_minus_paper"].map(lambda v: format_number(v, 3, True))})
     return Section("table2", "Table 2: parameters and FLOPs", display, t2,
                    notes=["Computed with timm's model at the image size, classes and channels of the runs;"
                           " FLOPs = 2 × multiply-adds of one forward pass of one image (torch FlopCounterMode)."
@@ -372,7 +280,7 @@ def methods_section(methods: pd.DataFrame) -> Section:
         "Δtest vs standard pp [95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
                                                  r["pairs"]) for _, r in methods.iterrows()],
         "p Holm": methods["test_top1_diff_p_holm"].map(p_text),
-        "seeds for 1 pp": methods["seeds_needed"].map(lambda v: number(v, 0)),
+        "seeds for 1 pp": methods["seeds_needed"].map(lambda v: format_number(v, 0)),
         "e": [e_cell(r) for _, r in methods.iterrows()],
         "Δe % vs standard [95%]": [delta_e_cell(r) for _, r in methods.iterrows()],
         "earlier/later/tie/unknown": [sign_cell(r) for _, r in methods.iterrows()],
@@ -394,7 +302,7 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
                             "method": method_labels(sensitivity),
                             "δ": sensitivity["delta"].map(lambda d: f"{d:g}"), "seeds": sensitivity["n_seeds"].astype(int)})
     for name in rules:
-        display[f"{name}: e"] = [(number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
+        display[f"{name}: e"] = [(format_number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
                                  for e, c in zip(sensitivity[f"e_{name}_mean"], sensitivity[f"e_{name}_censored"])]
         display[f"{name}: Δe %"] = [delta_e_cell(r, f"delta_e_{name}") for _, r in
                                     sensitivity.rename(columns={f"pairs_converged_{name}": "pairs_converged",
@@ -402,7 +310,7 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
     rule_lines = [f"{name}: {describe_rule(rule, guards)}" + (" (the default here)" if name == chosen else "")
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
-    summary_display = summary.assign(**{c: summary[c].map(number) for c in summary if c.startswith("mean")})
+    summary_display = summary.assign(**{c: summary[c].map(format_number) for c in summary if c.startswith("mean")})
     return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", with_settings(display, sensitivity),
                     sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
@@ -416,14 +324,14 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
 def consistency_sections(report: ConsistencyReport) -> list[Section]:
     d = report.delta_e[report.delta_e["status"] != "consistent"]
     delta_e = pd.DataFrame({"table": d["table"], "dataset": d["dataset"], "network": d["network"],
-                            "δ": d["delta"].map(lambda v: f"{v:g}"), "e₁": d["e_1"].map(lambda v: number(v, 0)),
-                            "e_δ": d["e_delta"].map(lambda v: number(v, 0)), "printed Δe %": d["printed"].map(number),
-                            "(e₁ − e_δ)/e_δ × 100": d["recomputed"].map(number), "status": d["status"],
+                            "δ": d["delta"].map(lambda v: f"{v:g}"), "e₁": d["e_1"].map(lambda v: format_number(v, 0)),
+                            "e_δ": d["e_delta"].map(lambda v: format_number(v, 0)), "printed Δe %": d["printed"].map(format_number),
+                            "(e₁ − e_δ)/e_δ × 100": d["recomputed"].map(format_number), "status": d["status"],
                             "what would fit": d["hint"].fillna("")})
     t = report.table6[report.table6["status"] != "consistent"]
-    table6 = pd.DataFrame({"dataset": t["dataset"], "network": t["network"], "printed %": t["printed"].map(number),
-                           "recomputed %": t["recomputed"].map(number),
-                           "allowed by rounding": [f"[{number(lo)}, {number(hi)}]" if pd.notna(lo) else ""
+    table6 = pd.DataFrame({"dataset": t["dataset"], "network": t["network"], "printed %": t["printed"].map(format_number),
+                           "recomputed %": t["recomputed"].map(format_number),
+                           "allowed by rounding": [f"[{format_number(lo)}, {format_number(hi)}]" if pd.notna(lo) else ""
                                                    for lo, hi in zip(t["allowed_low"], t["allowed_high"])],
                            "status": t["status"]})
     n_bad = (report.delta_e["status"] == "disagrees").sum()
