@@ -82,15 +82,16 @@ def sign_cell(row) -> str:
             + (f" (p {p_text(row['sign_p'])})" if not pd.isna(row["sign_p"]) else ""))
 
 
-def reach_cell(row, metric: str) -> str:
-    """Epochs for delta to reach the delta = 1 run's target, of the seeds that reached it, and speed-up."""
-    reached, pairs = row.get(f"reach_{metric}_reached"), row.get("pairs")
+def reach_cell(row, stem: str) -> str:
+    """Epochs for delta to reach the delta = 1 run's target (stem: reach_train_loss, reach_test_top1), of the
+    seeds that reached it, and speed-up."""
+    reached, pairs = row.get(f"{stem}_reached"), row.get("pairs")
     if pd.isna(reached) or pd.isna(pairs) or not pairs:
         return ""
     if not reached:
         return f"never (0 of {int(pairs)})"
-    return (f"{format_number(row[f'reach_{metric}_epochs'], 1)} vs {format_number(row[f'reach_{metric}_base_epochs'], 1)}"
-            f" ({int(reached)} of {int(pairs)}), ×{format_number(row[f'reach_{metric}_speedup'])}")
+    return (f"{format_number(row[f'{stem}_epochs'], 1)} vs {format_number(row[f'{stem}_base_epochs'], 1)}"
+            f" ({int(reached)} of {int(pairs)}), ×{format_number(row[f'{stem}_speedup'])}")
 
 
 TIMING_TEXT = {"train_seconds": "train seconds (updates only)", "wall clock": "wall clock (incl. evaluation, start-up)"}

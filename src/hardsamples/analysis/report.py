@@ -19,38 +19,19 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from hardsamples.analysis import aggregate
-from hardsamples import cells
+from hardsamples.analysis import aggregate, columns
+from hardsamples.analysis.columns import expanded_settings, with_settings
 from hardsamples.analysis.aggregate import protocol_slug
 from hardsamples.cells import protocol_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
-from hardsamples.analysis.formatting import (TIMING_TEXT, ci_of, delta_e_cell, diff_cell, diff_ratio_cell, e_cell,
-                                             format_number, method_labels, p_text, paper_cell, reach_cell, sign_cell,
-                                             with_ci)
+from hardsamples.analysis.formatting import format_number
 from hardsamples.analysis.inference import MIN_SEEDS
 from hardsamples.analysis.latex import PACKAGES, TEXT_WIDTH_PT, latex
 
 DEFAULT_OUT = "results/tables"
-# Columns of the Tables 3-5 CSV, in this order (the paper's after ours).
-DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
-             "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high", "train_top1_batch_mean",
-             "train_top1_batch_ci95", "test_top1_mean", "test_top1_ci95", "test_top1_low", "test_top1_high",
-             "test_top1_batch_mean", "test_top1_batch_ci95", "batch_evaluation", "pairs", "test_top1_diff",
-             "test_top1_diff_low", "test_top1_diff_high", "test_top1_diff_boot_low", "test_top1_diff_boot_high",
-             "test_top1_diff_p", "test_top1_diff_p_holm", "test_top1_diff_dz", "test_top1_diff_sd", "seeds_needed",
-             "train_top1_diff", "train_top1_diff_low", "train_top1_diff_high",
-             "e_mean", "e_ci95", "e_low", "e_high", "e_n", "e_censored", "e_censored_why", "delta_e_pct", "delta_e_low",
-             "delta_e_high", "delta_e_boot_low", "delta_e_boot_high", "delta_e_p", "delta_e_p_holm", "fewer_epochs_pct",
-             "delta_e_of_means_pct", "pairs_converged", "pairs_censored", "earlier", "later", "ties", "unknown", "sign_p",
-             "reach_train_loss_epochs", "reach_train_loss_base_epochs", "reach_train_loss_reached",
-             "reach_train_loss_speedup", "reach_train_loss_speedup_low", "reach_train_loss_speedup_high",
-             "reach_test_top1_epochs", "reach_test_top1_base_epochs", "reach_test_top1_reached",
-             "reach_test_top1_speedup", "reach_test_top1_speedup_low", "reach_test_top1_speedup_high",
-             "paper_train_top1", "paper_train_ci95", "paper_test_top1", "paper_test_ci95", "paper_e", "paper_delta_e_pct",
-             "train_top1_minus_paper", "test_top1_minus_paper", "e_minus_paper", "delta_e_pct_minus_paper"]
 
 
 @dataclass
@@ -60,42 +41,6 @@ class Section:
     display: pd.DataFrame  # strings, for Markdown and LaTeX
     data: pd.DataFrame | None = None  # numbers, for the CSV
     notes: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------- settings columns
-
-def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """One column per setting a sweep varied (cells.py), from the frame's `settings`; none when no
-    setting varied (then the tables look as they always did)."""
-    if "settings" not in frame:
-        return {}
-    parsed = [cells.split_settings(text) for text in frame["settings"]]
-    keys = list(dict.fromkeys(key for settings in parsed for key in settings))
-    return {key: [settings.get(key, "") for settings in parsed] for key in keys}
-
-
-def with_settings(display: pd.DataFrame, frame: pd.DataFrame, after: str = "δ") -> pd.DataFrame:
-    """The display (one row per row of frame, in its order) with a column per varied setting after `after`."""
-    columns = setting_columns(frame)
-    if not columns:
-        return display
-    display = display.copy()
-    position = display.columns.get_loc(after) + 1 if after in display else len(display.columns)
-    for offset, (key, values) in enumerate(columns.items()):
-        display.insert(position + offset, key, values)
-    display.attrs["settings"] = list(columns)  # row labels, which tables.tex repeats in every part
-    return display
-
-
-def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
-    """A CSV's `settings` column as one column per setting, in its place; dropped when none varied."""
-    if "settings" not in data:
-        return data
-    columns, position = setting_columns(data), data.columns.get_loc("settings")
-    data = data.drop(columns="settings")
-    for offset, (key, values) in enumerate(columns.items()):
-        data.insert(position + offset, key, values)
-    return data
 
 
 def seeds_note(table: pd.DataFrame) -> list[str]:
@@ -139,60 +84,16 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
         if number_:
             notes.append("Paper: its printed values (one run; its ± is the batch kind); diff = ours − paper.")
         sections.append(Section(key, f"{name} — protocol {protocol_text(info)}",
-                                delta_display(part, with_paper=bool(number_)),
-                                part[[c for c in DELTA_CSV if c in part]].reset_index(drop=True), notes=notes))
+                                columns.DELTA.render(part),
+                                part[[c for c in columns.DELTA.csv if c in part]].reset_index(drop=True), notes=notes))
         compared = part[part["pairs"].fillna(0) > 0] if "pairs" in part else part.iloc[:0]
         if len(compared):
             sections.append(paired_section(compared, f"{key}_paired", f"{name} — paired with δ = 1.0 by seed"))
     return sections
 
 
-def delta_display(part: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
-    """Ours, then (for the paper's datasets) the paper's value and ours minus the paper's, per quantity."""
-    columns = {"network": part["network"], "δ": part["delta"].map(lambda d: f"{d:g}")}
-    if (part["variant"] != "").any():
-        columns["method options"] = part["variant"]
-    columns["seeds"] = part["n_seeds"].astype(int)
-    for split in ("train", "test"):
-        columns[f"{split} top-1"] = ci_of(part, f"{split}_top1")
-        columns[f"{split} ±batch"] = [paper_cell(m, c) for m, c in
-                                      zip(part[f"{split}_top1_batch_mean"], part[f"{split}_top1_batch_ci95"])]
-        if with_paper:
-            columns[f"paper {split}"] = [paper_cell(m, c) for m, c in
-                                         zip(part[f"paper_{split}_top1"], part[f"paper_{split}_ci95"])]
-            columns[f"diff {split}"] = part[f"{split}_top1_minus_paper"].map(lambda v: format_number(v, 1, True))
-    columns["Δtest vs δ=1 (pp)"] = [diff_cell(r.get("test_top1_diff"), r.get("test_top1_diff_low"),
-                                              r.get("test_top1_diff_high"), r.get("pairs")) for _, r in part.iterrows()]
-    columns["e"] = [e_cell(r) for _, r in part.iterrows()]
-    if with_paper:
-        columns["paper e"] = part["paper_e"].map(lambda v: format_number(v, 0))
-        columns["diff e"] = part["e_minus_paper"].map(lambda v: format_number(v, 1, True))
-    columns["Δe %"] = [delta_e_cell(r) for _, r in part.iterrows()]
-    if with_paper:
-        columns["paper Δe %"] = part["paper_delta_e_pct"].map(format_number)
-        columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: format_number(v, 2, True))
-    columns["not in means"] = part["not_in_means"].fillna("")
-    return with_settings(pd.DataFrame(columns).reset_index(drop=True), part)
-
-
 def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
     """Every difference to delta = 1.0 of one table, paired by seed, with its test and Holm correction."""
-    display = pd.DataFrame({
-        "network": part["network"] if "network" in part else part["model"], "method": method_labels(part),
-        "δ": part["delta"].map(lambda d: f"{d:g}"), "pairs": part["pairs"].astype(int),
-        "Δtest pp [t 95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
-                                       r["pairs"]) for _, r in part.iterrows()],
-        "bootstrap 95%": [f"[{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]" if not pd.isna(lo) else ""
-                          for lo, hi in zip(part["test_top1_diff_boot_low"], part["test_top1_diff_boot_high"])],
-        "p": part["test_top1_diff_p"].map(p_text), "p Holm": part["test_top1_diff_p_holm"].map(p_text),
-        "d_z": part["test_top1_diff_dz"].map(format_number),
-        "seeds for 1 pp": part["seeds_needed"].map(lambda v: format_number(v, 0)),
-        "Δe % [t 95%]": [delta_e_cell(r) for _, r in part.iterrows()],
-        "fewer epochs %": part["fewer_epochs_pct"].map(format_number),
-        "Δe p Holm": part["delta_e_p_holm"].map(p_text),
-        "earlier/later/tie/unknown": [sign_cell(r) for _, r in part.iterrows()],
-        "to δ=1's train loss": [reach_cell(r, "train_loss") for _, r in part.iterrows()],
-        "to δ=1's test top-1": [reach_cell(r, "test_top1") for _, r in part.iterrows()]})
     notes = ["Pairs: seeds run at both δ and δ = 1.0 (same seed: same initial weights, same first epoch)."
              " Δtest: mean paired difference, 95% t-interval; bootstrap: scipy.stats.bootstrap BCa on the paired"
              " differences (from 5 pairs); p: paired t-test; p Holm: Holm's correction (statsmodels) over every"
@@ -205,19 +106,10 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
              "To δ=1's target: epoch-equivalents for δ to reach the same seed's δ = 1.0 best train loss / best"
              " test top-1 (running median of 3), mean over the seeds that reached it, vs δ = 1.0's own epochs to it;"
              " ×: geometric-mean speed-up t₁ / t_δ. 'never': censored in every seed."]
-    return Section(key, title, with_settings(display.reset_index(drop=True), part), notes=notes + seeds_note(part))
+    return Section(key, title, columns.PAIRED.render(part), notes=notes + seeds_note(part))
 
 
 def table6_section(t6: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "dataset": t6["dataset"], "network": t6["network"], "protocol": [protocol_text(r) for _, r in t6.iterrows()],
-        "δ = 1.0 test top-1": t6["base_test_top1"].map(format_number), "best δ < 1": t6["best_delta"].map(lambda d: format_number(d, 1)),
-        "its test top-1": t6["best_test_top1"].map(format_number), "gain pp": t6["gain_pp"].map(lambda v: format_number(v, 2, True)),
-        "no effect: expected gain pp": [f"{format_number(g, 2, True)} (95%: ≤ {format_number(u, 2, True)})" if not pd.isna(g) else "n/a"
-                                        for g, u in zip(t6["null_expected_gain_pp"], t6["null_upper95_pp"])],
-        "P(gain this large | no effect)": t6["selection_p"].map(p_text),
-        "change %": t6["change_pct"].map(format_number), "no effect: expected change %": t6["null_expected_change_pct"].map(format_number),
-        "paper change %": t6["paper_change_pct"].map(format_number), "diff": t6["change_minus_paper"].map(lambda v: format_number(v, 2, True))})
     better = t6["gain_pp"].dropna()
     expected = (t6.loc[better.index, "null_p_best_wins"]).sum()
     notes = ["change % = (best − base) / best × 100, from the mean test top-1 over seeds of each δ.",
@@ -229,21 +121,13 @@ def table6_section(t6: pd.DataFrame) -> Section:
              " (simulated, 200,000 seeded draws).",
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
              f" {format_number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
-    display = with_settings(display, t6, after="protocol")
-    return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone", display, t6,
+    return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone",
+                   columns.TABLE6.render(t6), t6,
                    notes=notes)
 
 
 def table1_section(t1: pd.DataFrame) -> Section:
     timings = set(t1["timing"].dropna()) - {""}
-    display = pd.DataFrame({
-        "dataset": t1["dataset"], "model": t1["model"], "protocol": [protocol_text(r) for _, r in t1.iterrows()],
-        "method": method_labels(t1), "δ": t1["delta"].map(lambda d: f"{d:g}"), "seeds": t1["n_seeds"].astype(int),
-        "timed": t1["timing"].map(lambda t: TIMING_TEXT.get(t, t)),
-        "s / update": [with_ci(m, c, n, 5) for m, c, n in zip(t1["seconds_per_update_mean"], t1["seconds_per_update_ci95"], t1["n_seeds"])],
-        "× δ = 1.0 [95%]": [diff_ratio_cell(r) for _, r in t1.iterrows()],
-        "paper s / update": t1["paper_seconds_per_update"].map(lambda v: format_number(v, 4)),
-        "paper ×": t1["paper_ratio_to_delta_1"].map(format_number)})
     notes = ["× δ = 1.0: geometric mean over seeds of (s / update of δ) / (s / update of δ = 1.0, same seed), 95%"
              " t-interval on the log ratio. `make bench` is the reference for the cost of one update (the update loop"
              " alone, interleaved in one process). The paper timed ResNet-18 on CIFAR-10 at 128 px."]
@@ -254,41 +138,20 @@ def table1_section(t1: pd.DataFrame) -> Section:
         notes.append("wall clock (records without train_seconds): the run's cumulative seconds over its updates,"
                      " which include evaluation, checkpoints, process and W&B start-up; in a sweep δ = 1.0 runs first"
                      " and pays the warm-up, so its ratios are an ordering artefact as much as a cost.")
-    return Section("table1", "Table 1: seconds per update", with_settings(display, t1), t1, notes=notes + seeds_note(t1))
+    return Section("table1", "Table 1: seconds per update", columns.TABLE1.render(t1), t1,
+                   notes=notes + seeds_note(t1))
 
 
 def table2_section(t2: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "model": t2["model"], "image size": t2["image_size"].astype(int), "classes": t2["num_classes"].astype(int),
-        "channels": t2["channels"].astype(int), "params (M)": t2["params_m"].map(format_number),
-        "paper params (M)": t2["paper_params_m"].map(format_number), "GFLOPs": t2["gflops"].map(lambda v: format_number(v, 3)),
-        "paper GFLOPs": t2["paper_gflops"].map(format_number), "diff params": t2["params_m_minus_paper"].map(lambda v: format_number(v, 2, True)),
-        "diff GFLOPs": t2["gflops_minus_paper"].map(lambda v: format_number(v, 3, True))})
-    return Section("table2", "Table 2: parameters and FLOPs", display, t2,
+    return Section("table2", "Table 2: parameters and FLOPs", columns.TABLE2.render(t2), t2,
                    notes=["Computed with timm's model at the image size, classes and channels of the runs;"
                           " FLOPs = 2 × multiply-adds of one forward pass of one image (torch FlopCounterMode)."
                           " The paper's values stand beside the rows it counted: 10 classes, 3 channels, 128 px."])
 
 
 def methods_section(methods: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "dataset": methods["dataset"], "model": methods["model"],
-        "protocol": [protocol_text(r) for _, r in methods.iterrows()],
-        "method": method_labels(methods),
-        "δ": methods["delta"].map(lambda d: f"{d:g}"), "seeds": methods["n_seeds"].astype(int),
-        "test top-1": ci_of(methods, "test_top1"),
-        "Δtest vs standard pp [95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
-                                                 r["pairs"]) for _, r in methods.iterrows()],
-        "p Holm": methods["test_top1_diff_p_holm"].map(p_text),
-        "seeds for 1 pp": methods["seeds_needed"].map(lambda v: format_number(v, 0)),
-        "e": [e_cell(r) for _, r in methods.iterrows()],
-        "Δe % vs standard [95%]": [delta_e_cell(r) for _, r in methods.iterrows()],
-        "earlier/later/tie/unknown": [sign_cell(r) for _, r in methods.iterrows()],
-        "to standard's train loss": [reach_cell(r, "train_loss") for _, r in methods.iterrows()],
-        "to standard's test top-1": [reach_cell(r, "test_top1") for _, r in methods.iterrows()],
-        "not in means": methods["not_in_means"].fillna("")})
     return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, protocol and seeds)",
-                   with_settings(display, methods), methods,
+                   columns.METHODS.render(methods), methods,
                    notes=["Every difference is paired by seed: mean [95% t-interval]; p Holm: paired t-test, Holm's"
                           " correction over the rows of this table. Δe % = (e_standard / e_method − 1) × 100 over seeds"
                           " where both converged; censored pairs counted (see the Tables 3-5 notes)."]
@@ -297,21 +160,11 @@ def methods_section(methods: pd.DataFrame) -> Section:
 
 def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules: dict, chosen: str,
                          guards: dict | None = None) -> list[Section]:
-    display = pd.DataFrame({"dataset": sensitivity["dataset"], "model": sensitivity["model"],
-                            "protocol": [protocol_text(r) for _, r in sensitivity.iterrows()],
-                            "method": method_labels(sensitivity),
-                            "δ": sensitivity["delta"].map(lambda d: f"{d:g}"), "seeds": sensitivity["n_seeds"].astype(int)})
-    for name in rules:
-        display[f"{name}: e"] = [(format_number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
-                                 for e, c in zip(sensitivity[f"e_{name}_mean"], sensitivity[f"e_{name}_censored"])]
-        display[f"{name}: Δe %"] = [delta_e_cell(r, f"delta_e_{name}") for _, r in
-                                    sensitivity.rename(columns={f"pairs_converged_{name}": "pairs_converged",
-                                                                f"pairs_censored_{name}": "pairs_censored"}).iterrows()]
     rule_lines = [f"{name}: {describe_rule(rule, guards)}" + (" (the default here)" if name == chosen else "")
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
     summary_display = summary.assign(**{c: summary[c].map(format_number) for c in summary if c.startswith("mean")})
-    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", with_settings(display, sensitivity),
+    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", columns.sensitivity(rules).render(sensitivity),
                     sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
