@@ -9,15 +9,16 @@ A rule's columns (e, Delta-e and the sign counts under one convergence rule) car
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from hardsamples import cells
-from hardsamples.analysis.formatting import (TIMING_TEXT, ci_of, delta_e_cell, diff_cell, diff_ratio_cell, e_cell,
-                                             format_number, method_labels, p_text, paper_cell, reach_cell, sign_cell,
-                                             with_ci)
+from hardsamples.analysis.formatting import (Cells, as_is, bounds, censored_e, delta, delta_e_cell, delta_if_known,
+                                             diff_ratio_cell, e_cell, each_row, each_row_of, fixed, interval, mean_pm,
+                                             methods, null_gain, of_epochs, p_value, paired_diff, protocols, reach_cell,
+                                             seconds, sign_cell, text, timing, whole)
 from hardsamples.analysis.loading import PROTOCOL
 from hardsamples.analysis.paper import TABLE_OF_DATASET
 
@@ -25,12 +26,6 @@ from hardsamples.analysis.paper import TABLE_OF_DATASET
 # sweep varied), so runs of two settings are never averaged together. BLOCK is a prefix of GROUP.
 GROUP = cells.FIELDS
 BLOCK = ["dataset", "model", *PROTOCOL, "settings"]  # what a delta-e or a Table 6 change compares within
-
-Cells = Callable[[pd.DataFrame, str], Sequence]  # a table's rows and a column's key -> one cell per row
-
-
-def as_is(frame, key):
-    return frame[key]
 
 
 @dataclass(frozen=True)
@@ -90,76 +85,6 @@ def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
     for offset, (key, values) in enumerate(settings.items()):
         data.insert(position + offset, key, values)
     return data
-
-
-# ---------------------------------------------------------------------------------- how cells print
-
-def whole(frame, key):
-    return frame[key].astype(int)
-
-
-def delta(frame, key):
-    return frame[key].map(lambda d: f"{d:g}")
-
-
-def text(frame, key):
-    return frame[key].fillna("")
-
-
-def p_value(frame, key):
-    return frame[key].map(p_text)
-
-
-def fixed(digits: int = 2, signed: bool = False) -> Cells:
-    return lambda frame, key: frame[key].map(lambda v: format_number(v, digits, signed))
-
-
-def interval(frame, key):
-    """key_mean ± key_ci95 over the row's seeds (ci_of)."""
-    return ci_of(frame, key)
-
-
-def mean_pm(ci_key: str) -> Cells:
-    """key ± ci_key with one decimal, the way the paper prints it (paper_cell)."""
-    return lambda frame, key: [paper_cell(m, c) for m, c in zip(frame[key], frame[ci_key])]
-
-
-def seconds(ci_key: str, n_key: str, digits: int) -> Cells:
-    return lambda frame, key: [with_ci(m, c, n, digits) for m, c, n in zip(frame[key], frame[ci_key], frame[n_key])]
-
-
-def paired_diff(frame, key):
-    """key [key_low, key_high] over the row's pairs (diff_cell)."""
-    return [diff_cell(r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high"), r.get("pairs")) for _, r in frame.iterrows()]
-
-
-def bounds(high_key: str) -> Cells:
-    return lambda frame, key: [
-        f"[{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]" if not pd.isna(lo) else ""
-        for lo, hi in zip(frame[key], frame[high_key])]
-
-
-def each_row(cell: Callable[[pd.Series], str]) -> Cells:
-    """cell(row) for each row: a cell read from several of the row's columns."""
-    return lambda frame, key: [cell(r) for _, r in frame.iterrows()]
-
-
-def each_row_of(cell: Callable[[pd.Series, str], str]) -> Cells:
-    """cell(row, key) for each row: a cell read from the row's columns named after the key."""
-    return lambda frame, key: [cell(r, key) for _, r in frame.iterrows()]
-
-
-def methods(frame, key):
-    return method_labels(frame)
-
-
-def protocols(frame, key):
-    return [cells.protocol_text(r) for _, r in frame.iterrows()]
-
-
-def null_gain(upper_key: str) -> Cells:
-    return lambda frame, key: [f"{format_number(g, 2, True)} (95%: ≤ {format_number(u, 2, True)})"
-                               if not pd.isna(g) else "n/a" for g, u in zip(frame[key], frame[upper_key])]
 
 
 def any_variant(frame) -> bool:
@@ -283,7 +208,7 @@ TABLE1 = Table(  # seconds per update, and its ratio to delta = 1.0 paired by se
          "ratio_of_means", "paper_seconds_per_update", "paper_ratio_to_delta_1"),
     shown=(Column("dataset", "dataset"), Column("model", "model"), Column("protocol", "protocol", protocols),
            Column("method", "method", methods), Column("delta", "δ", delta), Column("n_seeds", "seeds", whole),
-           Column("timing", "timed", lambda frame, key: frame[key].map(lambda t: TIMING_TEXT.get(t, t))),
+           Column("timing", "timed", timing),
            Column("seconds_per_update_mean", "s / update", seconds("seconds_per_update_ci95", "n_seeds", 5)),
            Column("ratio_to_delta_1", "× δ = 1.0 [95%]", each_row(diff_ratio_cell)),
            Column("paper_seconds_per_update", "paper s / update", fixed(4)),
@@ -300,6 +225,15 @@ TABLE2 = Table(  # parameters and FLOPs of each model as run
            Column("gflops_minus_paper", "diff GFLOPs", fixed(3, True))),
     settings_after=None)  # a model's shape, whatever the settings
 
+RUNS = Table(  # every run loaded (the CSV, with each rule's e) and those left out of the means (shown)
+    csv=("run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
+         "intervals", "train_top1", "test_top1", "seconds_per_update", "error"),
+    shown=(Column("dataset", "dataset"), Column("model", "model"), Column("method", "method"),
+           Column("delta", "δ", delta_if_known),
+           Column("seed", "seed"), Column("fidelity", "fidelity"), Column("note", "status"),
+           Column("intervals", "intervals", of_epochs),
+           Column("error", "error", text), Column("run_dir", "run")))
+
 SENSITIVITY_KEYS = ("e_mean", "e_n", "e_censored", "e_censored_why", "delta_e_pct", "delta_e_low", "delta_e_high",
                     "pairs_converged", "pairs_censored", "earlier", "later")  # of each rule, in the CSV
 
@@ -313,11 +247,6 @@ def sensitivity(rules) -> Table:
                   Column(rule_key("delta_e", rule), f"{rule}: Δe %", rule_delta_e(rule))]
     return Table(csv=(*GROUP, "n_seeds", *(rule_key(key, rule) for rule in rules for key in SENSITIVITY_KEYS)),
                  shown=tuple(shown))
-
-
-def censored_e(censored_key: str) -> Cells:
-    return lambda frame, key: [(format_number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
-                               for e, c in zip(frame[key], frame[censored_key])]
 
 
 def rule_delta_e(rule: str) -> Cells:

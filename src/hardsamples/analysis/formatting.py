@@ -1,10 +1,11 @@
 """How a number, an interval or a comparison prints in a table cell: the text the Markdown shows and
-latex.py typesets. One function per kind of cell, shared by every table (columns.py says which
-column uses which)."""
+latex.py typesets. One function per kind of cell (a row's, then a column's: Cells), shared by every
+table; columns.py says which column uses which."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -104,3 +105,98 @@ def diff_ratio_cell(row) -> str:
         return f"{format_number(row['ratio_to_delta_1'])} (1 pair, no CI)"
     return (f"{format_number(row['ratio_to_delta_1'])} [{format_number(row['ratio_to_delta_1_low'])},"
             f" {format_number(row['ratio_to_delta_1_high'])}]{few_seeds(row['ratio_pairs'])}")
+
+
+# ---------------------------------------------------------------------------------- a column's cells
+
+Cells = Callable[[pd.DataFrame, str], Sequence]  # a table's rows and a column's key -> one cell per row
+
+
+def as_is(frame, key):
+    return frame[key]
+
+
+def whole(frame, key):
+    return frame[key].astype(int)
+
+
+def delta(frame, key):
+    return frame[key].map(lambda d: f"{d:g}")
+
+
+def delta_if_known(frame, key):
+    return frame[key].map(lambda d: "" if pd.isna(d) else f"{d:g}")
+
+
+def of_epochs(frame, key):
+    """key / E: how far a run got."""
+    return [f"{i}/{'' if pd.isna(e) else int(e)}" for i, e in zip(frame[key], frame["epochs"])]
+
+
+def text(frame, key):
+    return frame[key].fillna("")
+
+
+def timing(frame, key):
+    return frame[key].map(lambda t: TIMING_TEXT.get(t, t))
+
+
+def p_value(frame, key):
+    return frame[key].map(p_text)
+
+
+def fixed(digits: int = 2, signed: bool = False) -> Cells:
+    return lambda frame, key: frame[key].map(lambda v: format_number(v, digits, signed))
+
+
+def interval(frame, key):
+    """key_mean ± key_ci95 over the row's seeds (ci_of)."""
+    return ci_of(frame, key)
+
+
+def mean_pm(ci_key: str) -> Cells:
+    """key ± ci_key with one decimal, the way the paper prints it (paper_cell)."""
+    return lambda frame, key: [paper_cell(m, c) for m, c in zip(frame[key], frame[ci_key])]
+
+
+def seconds(ci_key: str, n_key: str, digits: int) -> Cells:
+    return lambda frame, key: [with_ci(m, c, n, digits) for m, c, n in zip(frame[key], frame[ci_key], frame[n_key])]
+
+
+def paired_diff(frame, key):
+    """key [key_low, key_high] over the row's pairs (diff_cell)."""
+    return [diff_cell(r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high"), r.get("pairs")) for _, r in frame.iterrows()]
+
+
+def bounds(high_key: str) -> Cells:
+    return lambda frame, key: [
+        f"[{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]" if not pd.isna(lo) else ""
+        for lo, hi in zip(frame[key], frame[high_key])]
+
+
+def each_row(cell: Callable[[pd.Series], str]) -> Cells:
+    """cell(row) for each row: a cell read from several of the row's columns."""
+    return lambda frame, key: [cell(r) for _, r in frame.iterrows()]
+
+
+def each_row_of(cell: Callable[[pd.Series, str], str]) -> Cells:
+    """cell(row, key) for each row: a cell read from the row's columns named after the key."""
+    return lambda frame, key: [cell(r, key) for _, r in frame.iterrows()]
+
+
+def methods(frame, key):
+    return method_labels(frame)
+
+
+def protocols(frame, key):
+    return [cells.protocol_text(r) for _, r in frame.iterrows()]
+
+
+def null_gain(upper_key: str) -> Cells:
+    return lambda frame, key: [f"{format_number(g, 2, True)} (95%: ≤ {format_number(u, 2, True)})"
+                               if not pd.isna(g) else "n/a" for g, u in zip(frame[key], frame[upper_key])]
+
+
+def censored_e(censored_key: str) -> Cells:
+    return lambda frame, key: [(format_number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
+                               for e, c in zip(frame[key], frame[censored_key])]

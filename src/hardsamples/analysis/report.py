@@ -20,7 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from hardsamples.analysis import aggregate, columns
-from hardsamples.analysis.columns import expanded_settings, with_settings
+from hardsamples.analysis.columns import expanded_settings
 from hardsamples.analysis.aggregate import protocol_slug
 from hardsamples.cells import protocol_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
@@ -208,20 +208,12 @@ def consistency_sections(report: ConsistencyReport) -> list[Section]:
 def status_sections(runs: pd.DataFrame) -> list[Section]:
     counts = runs["status"].fillna("unreadable").value_counts()
     left_out = runs[~runs["included"]]
-    display = pd.DataFrame({
-        "dataset": left_out["dataset"], "model": left_out["model"], "method": left_out["method"],
-        "δ": left_out["delta"].map(lambda d: "" if pd.isna(d) else f"{d:g}"), "seed": left_out["seed"],
-        "fidelity": left_out["fidelity"], "status": left_out["note"],
-        "intervals": [f"{i}/{'' if pd.isna(e) else int(e)}" for i, e in zip(left_out["intervals"], left_out["epochs"])],
-        "error": left_out["error"].fillna(""), "run": left_out["run_dir"]})
     title = (f"Runs: {len(runs)} loaded ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
              f"{int(runs['included'].sum())} enter the means")
     notes = (["The runs in this table are counted in the tables' 'not in means' column and never averaged in."]
              if len(left_out) else ["Every run finished and enters the means."])
-    columns = ["run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
-               "intervals", "train_top1", "test_top1", "seconds_per_update", "error"]
-    return [Section("runs", title, with_settings(display.reset_index(drop=True), left_out), runs[[c for c in columns if c in runs] +
-                    [c for c in runs if c.startswith(("e_", "converged_"))]], notes=notes)]
+    csv = [c for c in columns.RUNS.csv if c in runs] + [c for c in runs if c.startswith(("e_", "converged_"))]
+    return [Section("runs", title, columns.RUNS.render(left_out), runs[csv], notes=notes)]
 
 
 def describe_rule(rule: dict, guards: dict | None = None) -> str:
