@@ -40,7 +40,7 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    csv: tuple[str, ...]  # its CSV's columns, in order (none: it has no CSV of its own)
+    csv: tuple[str, ...]  # its CSV's columns, in order (empty: the frame's columns as they are, if a CSV)
     shown: tuple[Column, ...]  # the Markdown's and the LaTeX's columns, in order
     settings_after: str | None = "δ"  # the header the settings a sweep varied follow (None: never shown)
 
@@ -233,6 +233,22 @@ RUNS = Table(  # every run loaded (the CSV, with each rule's e) and those left o
            Column("seed", "seed"), Column("fidelity", "fidelity"), Column("note", "status"),
            Column("intervals", "intervals", of_epochs),
            Column("error", "error", text), Column("run_dir", "run")))
+
+CONSISTENCY_DELTA_E = Table(  # the paper's printed Delta-e that its own e do not give (consistency.py)
+    csv=(),
+    shown=(Column("table", "table"), Column("dataset", "dataset"), Column("network", "network"),
+           Column("delta", "δ", delta), Column("e_1", "e₁", fixed(0)), Column("e_delta", "e_δ", fixed(0)),
+           Column("printed", "printed Δe %", fixed()), Column("recomputed", "(e₁ − e_δ)/e_δ × 100", fixed()),
+           Column("status", "status"), Column("hint", "what would fit", text)),
+    settings_after=None)
+
+CONSISTENCY_TABLE6 = Table(  # the paper's Table 6 changes that its Tables 3-5 do not give
+    csv=(),
+    shown=(Column("dataset", "dataset"), Column("network", "network"), Column("printed", "printed %", fixed()),
+           Column("recomputed", "recomputed %", fixed()),
+           Column("allowed_low", "allowed by rounding", bounds("allowed_high", signed=False)),
+           Column("status", "status")),
+    settings_after=None)
 
 SENSITIVITY_KEYS = ("e_mean", "e_n", "e_censored", "e_censored_why", "delta_e_pct", "delta_e_low", "delta_e_high",
                     "pairs_converged", "pairs_censored", "earlier", "later")  # of each rule, in the CSV

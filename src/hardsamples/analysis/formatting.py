@@ -39,7 +39,8 @@ def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
         return ""
     if pd.isna(low):
         return f"{format_number(estimate, digits, True)} (1 pair, no CI)"
-    return f"{format_number(estimate, digits, True)} [{format_number(low, digits, True)}, {format_number(high, digits, True)}]{few_seeds(n)}"
+    return (f"{format_number(estimate, digits, True)} [{format_number(low, digits, True)},"
+            f" {format_number(high, digits, True)}]{few_seeds(n)}")
 
 
 def p_text(p) -> str:
@@ -165,12 +166,14 @@ def seconds(ci_key: str, n_key: str, digits: int) -> Cells:
 
 def paired_diff(frame, key):
     """key [key_low, key_high] over the row's pairs (diff_cell)."""
-    return [diff_cell(r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high"), r.get("pairs")) for _, r in frame.iterrows()]
+    return [diff_cell(r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high"), r.get("pairs"))
+            for _, r in frame.iterrows()]
 
 
-def bounds(high_key: str) -> Cells:
+def bounds(high_key: str, signed: bool = True) -> Cells:
+    """[key, high_key] with two decimals; empty without a low bound."""
     return lambda frame, key: [
-        f"[{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]" if not pd.isna(lo) else ""
+        f"[{format_number(lo, 2, signed)}, {format_number(hi, 2, signed)}]" if not pd.isna(lo) else ""
         for lo, hi in zip(frame[key], frame[high_key])]
 
 
@@ -198,5 +201,6 @@ def null_gain(upper_key: str) -> Cells:
 
 
 def censored_e(censored_key: str) -> Cells:
-    return lambda frame, key: [(format_number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
+    return lambda frame, key: [(format_number(e, 1) if not pd.isna(e) else "–")
+                               + (f" ({int(c)} cens.)" if c > 0 else "")
                                for e, c in zip(frame[key], frame[censored_key])]

@@ -63,12 +63,12 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
     sections = []
     for (dataset, *protocol), part in sorted(table.groupby(["dataset", *PROTOCOL]),
                                              key=lambda kv: (TABLE_OF_DATASET.get(kv[0][0], 99), kv[0])):
-        number_ = TABLE_OF_DATASET.get(dataset)
+        table_number = TABLE_OF_DATASET.get(dataset)
         info = dict(zip(PROTOCOL, protocol))
-        key = f"table{number_}_{dataset}" if number_ else f"delta_{dataset}"
+        key = f"table{table_number}_{dataset}" if table_number else f"delta_{dataset}"
         if table.loc[table["dataset"] == dataset, PROTOCOL].drop_duplicates().shape[0] > 1:
             key += f"_{protocol_slug(info)}"
-        name = f"Table {number_}: {dataset}" if number_ else f"Per-delta table: {dataset} (not in the paper)"
+        name = f"Table {table_number}: {dataset}" if table_number else f"Per-delta table: {dataset} (not in the paper)"
         batch_kind = ", ".join(sorted(set(part["batch_evaluation"].dropna()) - {""})) or "none recorded"
         notes = ["Top-1 in %: mean ± 95% Student-t interval over seeds (n − 1 df), cut to [0, 100] where it"
                  " runs past (then printed as [low, high]). ±batch: the paper's kind (mean ± t-interval over the"
@@ -81,10 +81,9 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
                  " − 1) × 100, a speed ratio: geometric mean of the per-seed e₁ / e_δ over seeds where both"
                  " converged, [95% t-interval on log(e₁ / e_δ)]. 'Fewer epochs' (1 − e_δ / e₁) in the paired table."]
         notes += seeds_note(part)
-        if number_:
+        if table_number:
             notes.append("Paper: its printed values (one run; its ± is the batch kind); diff = ours − paper.")
-        sections.append(Section(key, f"{name} — protocol {protocol_text(info)}",
-                                columns.DELTA.render(part),
+        sections.append(Section(key, f"{name} — protocol {protocol_text(info)}", columns.DELTA.render(part),
                                 part[[c for c in columns.DELTA.csv if c in part]].reset_index(drop=True), notes=notes))
         compared = part[part["pairs"].fillna(0) > 0] if "pairs" in part else part.iloc[:0]
         if len(compared):
@@ -122,8 +121,7 @@ def table6_section(t6: pd.DataFrame) -> Section:
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
              f" {format_number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
     return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone",
-                   columns.TABLE6.render(t6), t6,
-                   notes=notes)
+                   columns.TABLE6.render(t6), t6, notes=notes)
 
 
 def table1_section(t1: pd.DataFrame) -> Section:
@@ -164,8 +162,8 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
     summary_display = summary.assign(**{c: summary[c].map(format_number) for c in summary if c.startswith("mean")})
-    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", columns.sensitivity(rules).render(sensitivity),
-                    sensitivity,
+    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule",
+                    columns.sensitivity(rules).render(sensitivity), sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
             Section("sensitivity_summary", "Sensitivity summary: the sign of Δe for δ < 1 under each rule",
@@ -175,26 +173,16 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
 
 
 def consistency_sections(report: ConsistencyReport) -> list[Section]:
-    d = report.delta_e[report.delta_e["status"] != "consistent"]
-    delta_e = pd.DataFrame({"table": d["table"], "dataset": d["dataset"], "network": d["network"],
-                            "δ": d["delta"].map(lambda v: f"{v:g}"), "e₁": d["e_1"].map(lambda v: format_number(v, 0)),
-                            "e_δ": d["e_delta"].map(lambda v: format_number(v, 0)), "printed Δe %": d["printed"].map(format_number),
-                            "(e₁ − e_δ)/e_δ × 100": d["recomputed"].map(format_number), "status": d["status"],
-                            "what would fit": d["hint"].fillna("")})
-    t = report.table6[report.table6["status"] != "consistent"]
-    table6 = pd.DataFrame({"dataset": t["dataset"], "network": t["network"], "printed %": t["printed"].map(format_number),
-                           "recomputed %": t["recomputed"].map(format_number),
-                           "allowed by rounding": [f"[{format_number(lo)}, {format_number(hi)}]" if pd.notna(lo) else ""
-                                                   for lo, hi in zip(t["allowed_low"], t["allowed_high"])],
-                           "status": t["status"]})
+    delta_e = columns.CONSISTENCY_DELTA_E.render(report.delta_e[report.delta_e["status"] != "consistent"])
+    table6 = columns.CONSISTENCY_TABLE6.render(report.table6[report.table6["status"] != "consistent"])
     n_bad = (report.delta_e["status"] == "disagrees").sum()
     n_bad6 = (report.table6["status"] == "disagrees").sum()
     return [
         Section("consistency_delta_e", f"Paper consistency: {n_bad} of {report.delta_e['printed'].notna().sum()}"
-                " printed Δe values do not follow from the paper's own e", delta_e.reset_index(drop=True), report.delta_e,
+                " printed Δe values do not follow from the paper's own e", delta_e, report.delta_e,
                 notes=["Accepted within one unit of the printed last decimal (the paper truncates in places)."]),
         Section("consistency_table6", f"Paper consistency: {n_bad6} of {len(report.table6)} Table 6 changes do not"
-                " follow from Tables 3-5", table6.reset_index(drop=True), report.table6,
+                " follow from Tables 3-5", table6, report.table6,
                 notes=["Recomputed as (best − base) / best × 100; the range allows the ±0.05 rounding of Tables 3-5."]),
         Section("consistency_repeats", "Paper consistency: numbers repeated between tables", report.repeats, report.repeats),
         Section("consistency_gaps", "Paper consistency: empty cells", report.gaps, report.gaps),
