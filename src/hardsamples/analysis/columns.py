@@ -58,7 +58,7 @@ def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
     setting varied (then the tables look as they always did)."""
     if "settings" not in frame:
         return {}
-    parsed = [cells.split_settings(text) for text in frame["settings"]]
+    parsed = [cells.split_settings(written) for written in frame["settings"]]
     keys = list(dict.fromkeys(key for settings in parsed for key in settings))
     return {key: [settings.get(key, "") for settings in parsed] for key in keys}
 
@@ -121,7 +121,7 @@ def for_rule(columns: dict, rule: str) -> dict:
 
 # ---------------------------------------------------------------------------------- the tables
 
-PAPER = of_paper_dataset
+PAPER = of_paper_dataset  # when the paper's own columns are shown
 DELTA = Table(  # Tables 3-5: the CSV has the paper's after ours; the display puts each beside ours
     csv=("dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs",
          "not_in_means", "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high",
@@ -229,10 +229,9 @@ RUNS = Table(  # every run loaded (the CSV, with each rule's e) and those left o
     csv=("run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
          "intervals", "train_top1", "test_top1", "seconds_per_update", "error"),
     shown=(Column("dataset", "dataset"), Column("model", "model"), Column("method", "method"),
-           Column("delta", "δ", delta_if_known),
-           Column("seed", "seed"), Column("fidelity", "fidelity"), Column("note", "status"),
-           Column("intervals", "intervals", of_epochs),
-           Column("error", "error", text), Column("run_dir", "run")))
+           Column("delta", "δ", delta_if_known), Column("seed", "seed"), Column("fidelity", "fidelity"),
+           Column("note", "status"), Column("intervals", "intervals", of_epochs), Column("error", "error", text),
+           Column("run_dir", "run")))
 
 CONSISTENCY_DELTA_E = Table(  # the paper's printed Delta-e that its own e do not give (consistency.py)
     csv=(),
@@ -260,7 +259,7 @@ def sensitivity(rules) -> Table:
              Column("method", "method", methods), Column("delta", "δ", delta), Column("n_seeds", "seeds", whole)]
     for rule in rules:
         shown += [Column(rule_key("e_mean", rule), f"{rule}: e", censored_e(rule_key("e_censored", rule))),
-                  Column(rule_key("delta_e", rule), f"{rule}: Δe %", rule_delta_e(rule))]
+                  Column(rule_key("delta_e", rule), f"{rule}: Δe %", rule_delta_e(rule))]  # delta_e_<rule>_pct, ...
     return Table(csv=(*GROUP, "n_seeds", *(rule_key(key, rule) for rule in rules for key in SENSITIVITY_KEYS)),
                  shown=tuple(shown))
 
