@@ -132,7 +132,7 @@ def test_every_grid_runs_as_a_sweep_without_dash_m(name):
 
 
 def test_the_tables_config_composes_with_its_rules_and_statistics():
-    from hardsamples.analysis.tables import rules_of, settings_of
+    from hardsamples.analysis.report import rules_of, settings_of
     from hardsamples.tables import compose as compose_tables
 
     cfg = compose_tables([])

@@ -26,7 +26,7 @@ from hardsamples.analysis.inference import t_interval
 from hardsamples.analysis.plots import (FIGURE_BLOCK, FIGURE_SIZE_IN, FIGURE_STYLE, PALETTE, PNG_DPI, block_figure,
                                         convergence_figures)
 from hardsamples.analysis.latex import PACKAGES, latex, tex_text
-from hardsamples.analysis.tables import build
+from hardsamples.analysis.report import build
 from hardsamples.tables import compose, main
 
 STUDY_RUNS = ROOT / "results" / "fashion_mnist" / "runs"

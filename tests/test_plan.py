@@ -201,7 +201,7 @@ def test_a_bad_plan_is_one_line(tmp_path):
 
 
 def test_the_mechanism_figure_is_drawn_from_the_probed_arms(tmp_path):
-    from hardsamples.analysis.tables import build, plan_figure
+    from hardsamples.analysis.report import build, plan_figure
     from hardsamples.tables import compose
 
     write_study(tmp_path / "runs")

@@ -17,7 +17,8 @@ from hardsamples.analysis.paper import MODEL_ORDER, load_paper
 from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS
 from hardsamples.records import write_csv, write_json
 from hardsamples.analysis.inference import t_interval
-from hardsamples.analysis.tables import DELTA_CSV, build
+from hardsamples.analysis.columns import DELTA
+from hardsamples.analysis.report import build
 from hardsamples.tables import compose
 
 RULES = {"relative": {"kind": "relative", "tolerance": 0.01},
@@ -117,7 +118,7 @@ def test_group_means_intervals_and_delta_e(tmp_path):
     # the paper's numbers beside ours, and the difference
     assert ours.loc[0.5, "paper_e"] == 77 and ours.loc[0.5, "e_minus_paper"] == pytest.approx(5 - 77)
     assert list(table.columns[:4]) == ["dataset", "model", "network", "delta"]
-    assert set(DELTA_CSV) <= set(table.columns)
+    assert set(DELTA.csv) <= set(table.columns)
 
 
 def test_table6_follows_its_formula(tmp_path):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, train_in_process
 
-from hardsamples.analysis.tables import DELTA_CSV
+from hardsamples.analysis.columns import DELTA
 from hardsamples.tables import main
 
 
@@ -51,7 +51,7 @@ def test_end_to_end_from_two_trained_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     table = pd.read_csv(out / "delta_synthetic.csv")
     assert list(table.columns[:4]) == ["dataset", "model", "network", "delta"]
-    assert set(DELTA_CSV) - {"settings"} <= set(table.columns)  # no setting varied: no column for one
+    assert set(DELTA.csv) - {"settings"} <= set(table.columns)  # no setting varied: no column for one
     assert list(table["delta"]) == [1.0, 0.5] and (table["n_seeds"] == 1).all()
     assert table["test_top1_mean"].between(0, 100).all()
     # three intervals cannot confirm convergence (hold window 3): e is censored, counted, never averaged

@@ -7,7 +7,7 @@ usage: python -m hardsamples.tables [key=value ...]     (or hardsamples-tables, 
     python -m hardsamples.tables convergence.rule=plateau         # another rule for e
     python -m hardsamples.tables source=wandb wandb.entity=me wandb.group=table3
 
-Options: conf/tables.yaml, composed by Hydra like the training app. The work is in analysis/tables.py.
+Options: conf/tables.yaml, composed by Hydra like the training app. The work is in analysis/report.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hardsamples import cli
-from hardsamples.analysis.tables import run
+from hardsamples.analysis.report import run
 from hardsamples.errors import ConfigError
 
 PROG = "python -m hardsamples.tables"

@@ -1,4 +1,4 @@
-"""From the tidy run table to the numbers of every table, as DataFrames (rendering is tables.py's job).
+"""From the tidy run table to the numbers of every table, as DataFrames (rendering is report.py's job).
 
 A run enters a mean only when its record says `finished`; running (unfinished), diverged, failed and
 unreadable runs stay in the run table with the reason, and every group row counts them. Means and
@@ -8,14 +8,16 @@ delta, and the settings a sweep varied), so records of different protocols or se
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hardsamples import cells
+from hardsamples.analysis import columns
+from hardsamples.analysis.columns import BLOCK, GROUP, RULE_KEYS, for_rule, rule_key
 from hardsamples.analysis.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
 from hardsamples.analysis.loading import PROTOCOL, run_table
 from hardsamples.analysis.paper import Paper, model_sort_key
@@ -34,10 +36,6 @@ from hardsamples.analysis.inference import (
     t_interval,
 )
 
-# A row is one cell (cells.py: the protocol with any switched key, the method's variant, and the settings a
-# sweep varied), so runs of two settings are never averaged together. BLOCK is a prefix of GROUP.
-GROUP = cells.FIELDS
-BLOCK = ["dataset", "model", *PROTOCOL, "settings"]  # what a delta-e or a Table 6 change compares within
 DELTA_METHODS = ("standard", "hard_batches")  # the paper's Algorithms 1 and 2: Tables 3-6
 
 
@@ -58,9 +56,9 @@ def summarise_runs(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
     for name, rule in rules.items():
         results = [convergence_epoch(curve, **rule) if included else None
                    for curve, included in zip(runs["train_loss_curve"], runs["included"])]
-        runs[f"e_{name}"] = [r.epoch if r and r.converged else math.nan for r in results]
-        runs[f"converged_{name}"] = [r.converged if r else None for r in results]
-        runs[f"reason_{name}"] = [r.reason if r else "" for r in results]
+        runs[rule_key("e", name)] = [r.epoch if r and r.converged else math.nan for r in results]
+        runs[rule_key("converged", name)] = [r.converged if r else None for r in results]
+        runs[rule_key("reason", name)] = [r.reason if r else "" for r in results]
     return runs
 
 
@@ -110,20 +108,16 @@ def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0
             row[f"{split}_top1_batch_mean"] = used[f"{split}_top1_batch_mean"].mean()
             row[f"{split}_top1_batch_ci95"] = used[f"{split}_top1_batch_ci95"].mean()
         for name in rules:
-            epochs = row["epochs"]  # e lives on [1, E]
-            row.update(_interval_columns(f"e_{name}", t_interval(used[f"e_{name}"], confidence, (1, epochs))))
-            censored = used[used[f"converged_{name}"] == False]  # noqa: E712
-            row.update({f"e_{name}_n": int(used[f"e_{name}"].notna().sum()), f"e_{name}_censored": len(censored),
-                        f"e_{name}_censored_why": _count_text(censored[f"reason_{name}"])})
+            row.update(for_rule(_e_columns(used, name, confidence, row["epochs"]), name))
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     is_base = (table["method"] == "standard") & (table["delta"] == 1.0)
     for name in rules:  # the paper's way, from the mean e of each row: kept for comparison only
-        base = _baseline(table, f"e_{name}_mean")
-        table[f"delta_e_{name}_of_means_pct"] = [delta_e_pct(b, e) for b, e in zip(base, table[f"e_{name}_mean"])]
-        table.loc[is_base, f"delta_e_{name}_of_means_pct"] = math.nan
+        e_mean, of_means = rule_key("e_mean", name), rule_key("delta_e_of_means_pct", name)
+        table[of_means] = [delta_e_pct(b, e) for b, e in zip(_baseline(table, e_mean), table[e_mean])]
+        table.loc[is_base, of_means] = math.nan
     table["test_top1_vs_standard"] = table["test_top1_mean"] - _baseline(table, "test_top1_mean")
     table = table.join(paired_columns(runs, table, rules, confidence, settings))
     for column, plain in rule_columns(rule).items():  # the chosen rule under plain names
@@ -133,14 +127,15 @@ def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0
 
 def rule_columns(name: str) -> dict:
     """The columns group_rows writes for one rule, each with its plain name."""
-    columns = {f"e_{name}_{p}": f"e_{p}" for p in ("mean", "ci95", "low", "high", "clipped", "n", "censored",
-                                                   "censored_why")}
-    columns.update({f"delta_e_{name}_{p}": f"delta_e_{p}" for p in ("pct", "low", "high", "boot_low", "boot_high",
-                                                                   "p", "of_means_pct")})
-    columns[f"fewer_epochs_{name}_pct"] = "fewer_epochs_pct"
-    columns.update({f"{p}_{name}": p for p in ("pairs_converged", "pairs_censored", "earlier", "later", "ties",
-                                               "unknown", "sign_p")})
-    return columns
+    return {rule_key(plain, name): plain for plain in RULE_KEYS}
+
+
+def _e_columns(used: pd.DataFrame, name: str, confidence: float, epochs) -> dict:
+    """e under one rule over the seeds that converged (it lives on [1, E]); censored seeds counted, with why."""
+    e = used[rule_key("e", name)]
+    censored = used[used[rule_key("converged", name)] == False]  # noqa: E712
+    return {**_interval_columns("e", t_interval(e, confidence, (1, epochs))), "e_n": int(e.notna().sum()),
+            "e_censored": len(censored), "e_censored_why": _count_text(censored[rule_key("reason", name)])}
 
 
 def _interval_columns(name: str, interval) -> dict:
@@ -176,7 +171,7 @@ def compare(mine: pd.DataFrame, base: pd.DataFrame, rules: dict, confidence: flo
     row["seeds_needed"] = seeds_needed(row["test_top1_diff_sd"], settings["detectable_pp"], 1 - confidence,
                                        settings["power"])
     for name in rules:
-        row.update(_delta_e_columns(mine, base, name, confidence, boot))
+        row.update(for_rule(_delta_e_columns(mine, base, name, confidence, boot), name))
     for metric, higher in (("train_loss", False), ("test_top1", True)):
         row.update(_reach_columns(mine, base, metric, higher, confidence, boot, settings))
     return row
@@ -191,21 +186,22 @@ def _paired_columns(name: str, r) -> dict:
 def _delta_e_columns(mine, base, name, confidence, boot) -> dict:
     """Delta-e = e_1 / e_delta - 1 from the geometric mean of the per-seed ratios of seeds where both
     converged; censored pairs are counted, and enter the sign test wherever their order is known (a
-    converged run is earlier than a censored one of the same seed)."""
-    e_one, e_mine = base[f"e_{name}"], mine[f"e_{name}"]
-    c_one, c_mine = base[f"converged_{name}"] == True, mine[f"converged_{name}"] == True  # noqa: E712
+    converged run is earlier than a censored one of the same seed). Under plain names: compare files
+    them under the rule's (for_rule)."""
+    e, converged = rule_key("e", name), rule_key("converged", name)
+    e_one, e_mine = base[e], mine[e]
+    c_one, c_mine = base[converged] == True, mine[converged] == True  # noqa: E712
     both = c_one & c_mine
     earlier = int((both & (e_mine < e_one)).sum() + (c_mine & ~c_one).sum())
     later = int((both & (e_mine > e_one)).sum() + (~c_mine & c_one).sum())
     r = paired_ratio(e_one, e_mine, confidence, *boot)
-    return {f"delta_e_{name}_pct": ratio_to_delta_e_pct(r.estimate), f"delta_e_{name}_low": ratio_to_delta_e_pct(r.low),
-            f"delta_e_{name}_high": ratio_to_delta_e_pct(r.high),
-            f"delta_e_{name}_boot_low": ratio_to_delta_e_pct(r.boot_low),
-            f"delta_e_{name}_boot_high": ratio_to_delta_e_pct(r.boot_high), f"delta_e_{name}_p": r.p_value,
-            f"fewer_epochs_{name}_pct": ratio_to_fewer_epochs_pct(r.estimate),
-            f"pairs_converged_{name}": r.n, f"pairs_censored_{name}": int((~both).sum()),
-            f"earlier_{name}": earlier, f"later_{name}": later, f"ties_{name}": int((both & (e_mine == e_one)).sum()),
-            f"unknown_{name}": int((~c_one & ~c_mine).sum()), f"sign_p_{name}": sign_test(earlier, later)}
+    return {"delta_e_pct": ratio_to_delta_e_pct(r.estimate), "delta_e_low": ratio_to_delta_e_pct(r.low),
+            "delta_e_high": ratio_to_delta_e_pct(r.high), "delta_e_boot_low": ratio_to_delta_e_pct(r.boot_low),
+            "delta_e_boot_high": ratio_to_delta_e_pct(r.boot_high), "delta_e_p": r.p_value,
+            "fewer_epochs_pct": ratio_to_fewer_epochs_pct(r.estimate), "pairs_converged": r.n,
+            "pairs_censored": int((~both).sum()), "earlier": earlier, "later": later,
+            "ties": int((both & (e_mine == e_one)).sum()), "unknown": int((~c_one & ~c_mine).sum()),
+            "sign_p": sign_test(earlier, later)}
 
 
 def _reach_columns(mine, base, metric, higher, confidence, boot, settings) -> dict:
@@ -313,9 +309,8 @@ def table6(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -
                     "gain_pp": best_top1 - base, "k": len(others), "residual_sd": sd, "seeds_complete": seeds,
                     "null_expected_gain_pp": null.expected_gain, "null_p_best_wins": null.p_best_wins,
                     "null_upper95_pp": null.upper95, "selection_p": null.p_value})
-    table = pd.DataFrame(out, columns=BLOCK + ["base_test_top1", "best_delta", "best_test_top1", "gain_pp", "k",
-                                              "residual_sd", "seeds_complete", "null_expected_gain_pp",
-                                              "null_p_best_wins", "null_upper95_pp", "selection_p"])
+    per_block = columns.TABLE6.csv[:columns.TABLE6.csv.index("selection_p") + 1]  # the rest follow from these
+    table = pd.DataFrame(out, columns=list(per_block))
     table["change_pct"] = [best_change_pct(b, a) for b, a in zip(table["best_test_top1"], table["base_test_top1"])]
     table["null_expected_change_pct"] = [best_change_pct(a + g, a) for a, g in
                                          zip(table["base_test_top1"], table["null_expected_gain_pp"])]
@@ -323,7 +318,7 @@ def table6(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -
     table = table.merge(reported[["dataset", "model", "network", "paper_change_pct"]], on=["dataset", "model"], how="left")
     table["network"] = table["network"].fillna(table["model"])
     table["change_minus_paper"] = table["change_pct"] - table["paper_change_pct"]
-    return sort_rows(table)
+    return sort_rows(table)[list(columns.TABLE6.csv)]
 
 
 def _residual_sd(runs: pd.DataFrame, block: dict) -> tuple[float, int]:
@@ -352,10 +347,7 @@ def table1(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -
     reported = reported.assign(dataset="cifar10",  # the paper timed ResNet-18 on CIFAR-10
                                paper_ratio_to_delta_1=reported["paper_seconds_per_update"] / paper_base)
     ours = ours.merge(reported, on=["dataset", "model", "image_size", "delta"], how="left")
-    columns = BLOCK + ["method", "variant", "delta", "n_seeds", "timing", "seconds_per_update_mean",
-                       "seconds_per_update_ci95", "ratio_to_delta_1", "ratio_to_delta_1_low", "ratio_to_delta_1_high",
-                       "ratio_pairs", "ratio_of_means", "paper_seconds_per_update", "paper_ratio_to_delta_1"]
-    return sort_rows(ours[columns])
+    return sort_rows(ours[list(columns.TABLE1.csv)])
 
 
 def _time_ratio(runs: pd.DataFrame, row):
@@ -391,36 +383,22 @@ def table2(runs: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     table["params_m_minus_paper"] = table["params_m"] - table["paper_params_m"]
     table["gflops_minus_paper"] = table["gflops"] - table["paper_gflops"]
     order = table["model"].map(model_sort_key)
-    return table.loc[order.sort_values().index].reset_index(drop=True)
+    return table.loc[order.sort_values().index, list(columns.TABLE2.csv)].reset_index(drop=True)
 
 
 def methods_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Every method against standard (delta = 1.0, same dataset, model, protocol and seeds), Holm over
     the table's rows."""
-    columns = GROUP + ["n_seeds", "not_in_means", "pairs", "test_top1_mean", "test_top1_ci95", "test_top1_low",
-                       "test_top1_high", "test_top1_clipped", "test_top1_vs_standard", "seeds_needed", "e_mean", "e_ci95",
-                       "e_n", "e_censored", "e_censored_why", "pairs_converged", "pairs_censored", "earlier", "later",
-                       "ties", "unknown", "sign_p", "fewer_epochs_pct"]
-    columns += [c for c in ("test_top1_diff", "test_top1_diff_low", "test_top1_diff_high", "test_top1_diff_boot_low",
-                            "test_top1_diff_boot_high", "test_top1_diff_p", "test_top1_diff_dz", "delta_e_pct",
-                            "delta_e_low", "delta_e_high", "delta_e_boot_low", "delta_e_boot_high", "delta_e_p",
-                            "reach_train_loss_epochs", "reach_train_loss_base_epochs", "reach_train_loss_reached",
-                            "reach_train_loss_speedup", "reach_test_top1_epochs", "reach_test_top1_base_epochs",
-                            "reach_test_top1_reached", "reach_test_top1_speedup") if c not in columns]
     blocks = rows.loc[~rows["method"].isin(DELTA_METHODS), BLOCK].drop_duplicates()
     table = rows.merge(blocks, on=BLOCK)
-    table = table.reindex(columns=columns)
-    return with_holm(table, None).pipe(sort_rows)
+    return with_holm(table.reindex(columns=list(columns.METHODS.csv)), None).pipe(sort_rows)
 
 
 def sensitivity_table(rows: pd.DataFrame, rules: dict) -> pd.DataFrame:
     """e and Delta-e (paired, with its interval and censored pairs) of every model, dataset and delta
     under each convergence rule."""
-    columns = GROUP + ["n_seeds"] + [c for name in rules for c in (
-        f"e_{name}_mean", f"e_{name}_n", f"e_{name}_censored", f"e_{name}_censored_why", f"delta_e_{name}_pct",
-        f"delta_e_{name}_low", f"delta_e_{name}_high", f"pairs_converged_{name}", f"pairs_censored_{name}",
-        f"earlier_{name}", f"later_{name}")]
-    return rows.loc[rows["method"].isin(DELTA_METHODS)].reindex(columns=columns).reset_index(drop=True)
+    csv = list(columns.sensitivity(rules).csv)
+    return rows.loc[rows["method"].isin(DELTA_METHODS)].reindex(columns=csv).reset_index(drop=True)
 
 
 def sensitivity_summary(sensitivity: pd.DataFrame, rules: dict) -> pd.DataFrame:
@@ -430,16 +408,17 @@ def sensitivity_summary(sensitivity: pd.DataFrame, rules: dict) -> pd.DataFrame:
     below = sensitivity[sensitivity["delta"] < 1.0]
     out = []
     for name in rules:
-        converged, censored = below[f"pairs_converged_{name}"].fillna(0), below[f"pairs_censored_{name}"].fillna(0)
+        key = functools.partial(rule_key, rule=name)
+        converged, censored = below[key("pairs_converged")].fillna(0), below[key("pairs_censored")].fillna(0)
         clean = below[(converged > 0) & (censored == 0)]
-        d = clean[f"delta_e_{name}_pct"]
+        d = clean[key("delta_e_pct")]
         out.append({"rule": name, "cells": len(below), "all pairs converged": len(clean),
                     "earlier (Δe > 0)": int((d > 0).sum()), "same (= 0)": int((d == 0).sum()),
                     "later (< 0)": int((d < 0).sum()),
-                    "interval above 0": int((clean[f"delta_e_{name}_low"] > 0).sum()),
-                    "interval below 0": int((clean[f"delta_e_{name}_high"] < 0).sum()),
+                    "interval above 0": int((clean[key("delta_e_low")] > 0).sum()),
+                    "interval below 0": int((clean[key("delta_e_high")] < 0).sum()),
                     "cells with censored pairs": int(((censored > 0) & (converged > 0)).sum()),
                     "cells with no converged pair": int((converged == 0).sum()),
                     "mean Δe % (all-converged cells)": d.mean(),
-                    "censored seeds (all deltas)": int(sensitivity[f"e_{name}_censored"].sum())})
+                    "censored seeds (all deltas)": int(sensitivity[key("e_censored")].sum())})
     return pd.DataFrame(out)

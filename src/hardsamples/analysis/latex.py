@@ -80,7 +80,7 @@ def longest_word_pt(texts: list[str]) -> float:
 
 def latex(key: str, title: str, display: pd.DataFrame, width_pt: float = TEXT_WIDTH_PT) -> str:
     """One table as one booktabs float, or several when its columns need more than width_pt. The
-    columns of settings a sweep varied are named in display.attrs["settings"] (tables.with_settings)."""
+    columns of settings a sweep varied are named in display.attrs["settings"] (report.with_settings)."""
     if not len(display):
         return ""
     settings = display.attrs.get("settings", [])

@@ -10,8 +10,10 @@ import pandas as pd
 
 from hardsamples.analysis import endpoints
 from hardsamples.analysis.convergence import convergence_epoch
+from hardsamples.analysis.formatting import diff_cell, format_number, p_text
 from hardsamples.analysis.inference import paired_ratio, ratio_to_delta_e_pct, t_interval
 from hardsamples.analysis.plan import Plan, arm_runs, verdicts
+from hardsamples.analysis.report import Section
 
 
 def plan_sections(runs: pd.DataFrame, plan: Plan, rules: dict, rule: str, confidence: float) -> list:
@@ -26,33 +28,27 @@ def comparison_text(arm: str, against: str) -> str:
 
 
 def estimate_text(row) -> str:
-    from hardsamples.analysis.tables import diff_cell, number
-
     if pd.isna(row["estimate"]):
         return ""
     if row["ratio"]:
-        return (f"×{number(row['estimate'], 3)} [{number(row['low'], 3)}, {number(row['high'], 3)}]"
-                if not pd.isna(row["low"]) else f"×{number(row['estimate'], 3)}")
+        return (f"×{format_number(row['estimate'], 3)} [{format_number(row['low'], 3)}, {format_number(row['high'], 3)}]"
+                if not pd.isna(row["low"]) else f"×{format_number(row['estimate'], 3)}")
     return diff_cell(row["estimate"], row["low"], row["high"], row["used_pairs"])
 
 
 def margin_text(row) -> str:
-    from hardsamples.analysis.tables import number
-
     if row["ratio"]:
-        return f"×[{number(1 / row['margin'], 3)}, {number(row['margin'], 3)}]"
-    return f"±{number(row['margin'])}"
+        return f"×[{format_number(1 / row['margin'], 3)}, {format_number(row['margin'], 3)}]"
+    return f"±{format_number(row['margin'])}"
 
 
 def verdict_section(table: pd.DataFrame, plan: Plan):
-    from hardsamples.analysis.tables import Section, number, p_text
-
     display = pd.DataFrame({
         "endpoint": table["endpoint_label"], "comparison": [comparison_text(a, b) for a, b in
                                                            zip(table["arm"], table["against"])],
         "pairs": [f"{int(u)} of {int(p)}" + (f" ({int(c)} censored)" if c else "")
                   for u, p, c in zip(table["used_pairs"], table["pairs"], table["censored_pairs"])],
-        "means": [f"{number(a, 2)} vs {number(b, 2)}" for a, b in zip(table["arm_mean"], table["against_mean"])],
+        "means": [f"{format_number(a, 2)} vs {format_number(b, 2)}" for a, b in zip(table["arm_mean"], table["against_mean"])],
         "estimate [95%]": [estimate_text(r) for _, r in table.iterrows()],
         "margin": [margin_text(r) for _, r in table.iterrows()],
         "p Holm": table["p_holm"].map(p_text), "p TOST Holm": table["p_tost_holm"].map(p_text),
@@ -74,8 +70,6 @@ def verdict_section(table: pd.DataFrame, plan: Plan):
 
 
 def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
-    from hardsamples.analysis.tables import Section, number
-
     if mechanism.empty:
         return Section("plan_mechanism", "Mechanism check: no round_losses.csv in the plan's arms",
                        pd.DataFrame(), mechanism,
@@ -83,17 +77,17 @@ def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
                               " were harder than random ones; without it no verdict about hardness can be checked."])
 
     def ci(m):
-        return [f"{number(v, 3)} [{number(lo, 3)}, {number(hi, 3)}]" if not pd.isna(lo) else number(v, 3)
+        return [f"{format_number(v, 3)} [{format_number(lo, 3)}, {format_number(hi, 3)}]" if not pd.isna(lo) else format_number(v, 3)
                 for v, lo, hi in zip(mechanism[m], mechanism[f"{m}_low"], mechanism[f"{m}_high"])]
 
     display = pd.DataFrame({
         "arm": mechanism["arm"], "seeds": mechanism["seeds"].astype(int), "lift [95%]": ci("lift"),
-        "lift − random arm's [95%]": [f"{number(v, 3, True)} [{number(lo, 3, True)}, {number(hi, 3, True)}]"
+        "lift − random arm's [95%]": [f"{format_number(v, 3, True)} [{format_number(lo, 3, True)}, {format_number(hi, 3, True)}]"
                                       if not pd.isna(v) else "" for v, lo, hi in
                                       zip(mechanism["lift_vs_random"], mechanism["lift_vs_random_low"],
                                           mechanism["lift_vs_random_high"])],
         "spread / random [95%]": ci("spread"), "refresh would change [95%]": ci("refresh_change"),
-        "overlap with random (chance)": [f"{number(o, 3)} ({number(c, 3)})" if not pd.isna(o) else ""
+        "overlap with random (chance)": [f"{format_number(o, 3)} ({format_number(c, 3)})" if not pd.isna(o) else ""
                                          for o, c in zip(mechanism["random_overlap"], mechanism["chance_overlap"])],
         "hardness test": ["live" if live else "vacuous" for live in mechanism["live"]]})
     notes = ["From round_losses.csv (record.round_losses=true): at each interval's first round, every fixed batch's"
@@ -111,8 +105,6 @@ def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
 
 def curve_section(arms: dict, plan: Plan, confidence: float):
     """Each arm's test top-1: its best interval against its final one, so a collapse shows."""
-    from hardsamples.analysis.tables import Section, number
-
     rows = []
     for label, table in arms.items():
         if table.empty:
@@ -130,11 +122,11 @@ def curve_section(arms: dict, plan: Plan, confidence: float):
     if data.empty:
         return Section("plan_curves", "Curves: no runs of the plan's arms", pd.DataFrame(), data)
     display = pd.DataFrame({
-        "arm": data["arm"], "seeds": data["seeds"], "final train top-1": data["final_train_top1"].map(number),
-        "best test top-1": data["best_test_top1"].map(number),
-        "at interval (mean)": [f"{number(t, 1)} of {e}" for t, e in zip(data["best_interval"], data["epochs"])],
-        "final test top-1": data["final_test_top1"].map(number),
-        "best − final pp [95%]": [f"{number(v, 2, True)} [{number(lo, 2, True)}, {number(hi, 2, True)}]"
+        "arm": data["arm"], "seeds": data["seeds"], "final train top-1": data["final_train_top1"].map(format_number),
+        "best test top-1": data["best_test_top1"].map(format_number),
+        "at interval (mean)": [f"{format_number(t, 1)} of {e}" for t, e in zip(data["best_interval"], data["epochs"])],
+        "final test top-1": data["final_test_top1"].map(format_number),
+        "best − final pp [95%]": [f"{format_number(v, 2, True)} [{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]"
                                   for v, lo, hi in zip(data["best_minus_final"], data["best_minus_final_low"],
                                                        data["best_minus_final_high"])]})
     notes = ["Means over seeds. best: each run's highest test top-1 over its intervals (chosen on the test set, so"
@@ -146,8 +138,6 @@ def curve_section(arms: dict, plan: Plan, confidence: float):
 def e_section(arms: dict, plan: Plan, rule: dict, rule_name: str, confidence: float):
     """The paper's e and Δe, descriptive only, with how many calls move when the curve loses its last
     interval or the noise band moves from 2σ to 1.5σ or 2.5σ."""
-    from hardsamples.analysis.tables import Section, diff_cell, number
-
     base_label = plan.baseline
     calls = {label: [_calls(c, rule) for c in table["train_loss_curve"]] for label, table in arms.items()}
     rows = []
@@ -170,7 +160,7 @@ def e_section(arms: dict, plan: Plan, rule: dict, rule_name: str, confidence: fl
         rows.append(row)
     data = pd.DataFrame(rows)
     display = pd.DataFrame({
-        "arm": data["arm"], "e (converged seeds)": [f"{number(m, 1)} ± {number(c, 1)} ({n} of {s})" if n else f"– (0 of {s})"
+        "arm": data["arm"], "e (converged seeds)": [f"{format_number(m, 1)} ± {format_number(c, 1)} ({n} of {s})" if n else f"– (0 of {s})"
                                                     for m, c, n, s in zip(data["e_mean"], data["e_ci95"],
                                                                           data["converged"], data["seeds"])],
         "Δe % [95%]": [diff_cell(r.get("delta_e_pct"), r.get("delta_e_low"), r.get("delta_e_high"),

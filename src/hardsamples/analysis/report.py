@@ -13,42 +13,25 @@ figures; see conf/tables.yaml for where.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from hardsamples.analysis import aggregate
-from hardsamples import cells
+from hardsamples.analysis import aggregate, columns
+from hardsamples.analysis.columns import expanded_settings
 from hardsamples.analysis.aggregate import protocol_slug
 from hardsamples.cells import protocol_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
-from hardsamples.analysis.inference import MIN_SEEDS, Interval, few_seeds
+from hardsamples.analysis.formatting import format_number
+from hardsamples.analysis.inference import MIN_SEEDS
 from hardsamples.analysis.latex import PACKAGES, TEXT_WIDTH_PT, latex
 
 DEFAULT_OUT = "results/tables"
-# Columns of the Tables 3-5 CSV, in this order (the paper's after ours).
-DELTA_CSV = ["dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs", "not_in_means",
-             "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high", "train_top1_batch_mean",
-             "train_top1_batch_ci95", "test_top1_mean", "test_top1_ci95", "test_top1_low", "test_top1_high",
-             "test_top1_batch_mean", "test_top1_batch_ci95", "batch_evaluation", "pairs", "test_top1_diff",
-             "test_top1_diff_low", "test_top1_diff_high", "test_top1_diff_boot_low", "test_top1_diff_boot_high",
-             "test_top1_diff_p", "test_top1_diff_p_holm", "test_top1_diff_dz", "test_top1_diff_sd", "seeds_needed",
-             "train_top1_diff", "train_top1_diff_low", "train_top1_diff_high",
-             "e_mean", "e_ci95", "e_low", "e_high", "e_n", "e_censored", "e_censored_why", "delta_e_pct", "delta_e_low",
-             "delta_e_high", "delta_e_boot_low", "delta_e_boot_high", "delta_e_p", "delta_e_p_holm", "fewer_epochs_pct",
-             "delta_e_of_means_pct", "pairs_converged", "pairs_censored", "earlier", "later", "ties", "unknown", "sign_p",
-             "reach_train_loss_epochs", "reach_train_loss_base_epochs", "reach_train_loss_reached",
-             "reach_train_loss_speedup", "reach_train_loss_speedup_low", "reach_train_loss_speedup_high",
-             "reach_test_top1_epochs", "reach_test_top1_base_epochs", "reach_test_top1_reached",
-             "reach_test_top1_speedup", "reach_test_top1_speedup_low", "reach_test_top1_speedup_high",
-             "paper_train_top1", "paper_train_ci95", "paper_test_top1", "paper_test_ci95", "paper_e", "paper_delta_e_pct",
-             "train_top1_minus_paper", "test_top1_minus_paper", "e_minus_paper", "delta_e_pct_minus_paper"]
 
 
 @dataclass
@@ -58,124 +41,6 @@ class Section:
     display: pd.DataFrame  # strings, for Markdown and LaTeX
     data: pd.DataFrame | None = None  # numbers, for the CSV
     notes: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------- formatting
-
-def number(value, digits: int = 2, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    value = round(value, digits) + 0.0  # no "-0.00"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def with_ci(mean, ci, n, digits: int = 2, low=None, high=None, clipped=False) -> str:
-    """'mean ± half-width' ('mean [low, high]' when clipped to its scale); with one seed it says so
-    instead of printing an interval; fewer than 3 seeds carry a warning."""
-    n = 0 if pd.isna(n) else int(n)
-    low = math.nan if low is None else low
-    high = math.nan if high is None else high
-    return Interval(mean, ci, n, low, high, bool(clipped) and not pd.isna(clipped)).text(digits)
-
-
-def ci_of(table: pd.DataFrame, metric: str, n_column: str = "n_seeds", digits: int = 2) -> list[str]:
-    return [with_ci(r[f"{metric}_mean"], r[f"{metric}_ci95"], r[n_column], digits, r.get(f"{metric}_low"),
-                    r.get(f"{metric}_high"), r.get(f"{metric}_clipped", False)) for _, r in table.iterrows()]
-
-
-def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
-    """A paired difference: '+1.23 [-0.40, +2.90]', with the few-seeds warning; '' without pairs."""
-    if pd.isna(estimate):
-        return ""
-    if pd.isna(low):
-        return f"{number(estimate, digits, True)} (1 pair, no CI)"
-    return f"{number(estimate, digits, True)} [{number(low, digits, True)}, {number(high, digits, True)}]{few_seeds(n)}"
-
-
-def setting_columns(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """One column per setting a sweep varied (cells.py), from the frame's `settings`; none when no
-    setting varied (then the tables look as they always did)."""
-    if "settings" not in frame:
-        return {}
-    parsed = [cells.split_settings(text) for text in frame["settings"]]
-    keys = list(dict.fromkeys(key for settings in parsed for key in settings))
-    return {key: [settings.get(key, "") for settings in parsed] for key in keys}
-
-
-def with_settings(display: pd.DataFrame, frame: pd.DataFrame, after: str = "δ") -> pd.DataFrame:
-    """The display (one row per row of frame, in its order) with a column per varied setting after `after`."""
-    columns = setting_columns(frame)
-    if not columns:
-        return display
-    display = display.copy()
-    position = display.columns.get_loc(after) + 1 if after in display else len(display.columns)
-    for offset, (key, values) in enumerate(columns.items()):
-        display.insert(position + offset, key, values)
-    display.attrs["settings"] = list(columns)  # row labels, which tables.tex repeats in every part
-    return display
-
-
-def expanded_settings(data: pd.DataFrame) -> pd.DataFrame:
-    """A CSV's `settings` column as one column per setting, in its place; dropped when none varied."""
-    if "settings" not in data:
-        return data
-    columns, position = setting_columns(data), data.columns.get_loc("settings")
-    data = data.drop(columns="settings")
-    for offset, (key, values) in enumerate(columns.items()):
-        data.insert(position + offset, key, values)
-    return data
-
-
-def p_text(p) -> str:
-    return "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def method_labels(table: pd.DataFrame) -> list[str]:
-    return [cells.method_text(row) for _, row in table.iterrows()]
-
-
-def paper_cell(mean, ci) -> str:
-    return "" if pd.isna(mean) else (f"{mean:.1f}" if pd.isna(ci) else f"{mean:.1f} ± {ci:.1f}")
-
-
-def e_cell(row) -> str:
-    """Mean e over the seeds that converged, and how many were censored (never averaged in)."""
-    censored = 0 if pd.isna(row.get("e_censored")) else int(row["e_censored"])
-    converged = row.get("e_n", row["n_seeds"])
-    converged = 0 if pd.isna(converged) else int(converged)
-    text = (with_ci(row["e_mean"], row["e_ci95"], converged, 1, row.get("e_low"), row.get("e_high"),
-                    row.get("e_clipped", False)) if converged else "–")
-    why = row.get("e_censored_why") or ""
-    return text + (f" ({censored} of {int(row['n_seeds'])} censored{': ' + why if why else ''})" if censored else "")
-
-
-def delta_e_cell(row, prefix: str = "delta_e") -> str:
-    """Paired Delta-e with its interval, and the pairs left out of it because one side was censored."""
-    text = diff_cell(row.get(f"{prefix}_pct"), row.get(f"{prefix}_low"), row.get(f"{prefix}_high"),
-                     row.get("pairs_converged", 0))
-    censored = row.get("pairs_censored")
-    if not pd.isna(censored) and censored > 0:
-        text = (text + " " if text else "") + f"({int(censored)} censored pair{'s' if censored > 1 else ''})"
-    return text
-
-
-def sign_cell(row) -> str:
-    """Order of e within each seed, censored pairs included where their order is known."""
-    if pd.isna(row.get("earlier")):
-        return ""
-    return (f"{int(row['earlier'])}/{int(row['later'])}/{int(row['ties'])}/{int(row['unknown'])}"
-            + (f" (p {p_text(row['sign_p'])})" if not pd.isna(row["sign_p"]) else ""))
-
-
-def reach_cell(row, metric: str) -> str:
-    """Epochs for delta to reach the delta = 1 run's target, of the seeds that reached it, and speed-up."""
-    reached, pairs = row.get(f"reach_{metric}_reached"), row.get("pairs")
-    if pd.isna(reached) or pd.isna(pairs) or not pairs:
-        return ""
-    if not reached:
-        return f"never (0 of {int(pairs)})"
-    return (f"{number(row[f'reach_{metric}_epochs'], 1)} vs {number(row[f'reach_{metric}_base_epochs'], 1)}"
-            f" ({int(reached)} of {int(pairs)}), ×{number(row[f'reach_{metric}_speedup'])}")
 
 
 def seeds_note(table: pd.DataFrame) -> list[str]:
@@ -198,12 +63,12 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
     sections = []
     for (dataset, *protocol), part in sorted(table.groupby(["dataset", *PROTOCOL]),
                                              key=lambda kv: (TABLE_OF_DATASET.get(kv[0][0], 99), kv[0])):
-        number_ = TABLE_OF_DATASET.get(dataset)
+        table_number = TABLE_OF_DATASET.get(dataset)
         info = dict(zip(PROTOCOL, protocol))
-        key = f"table{number_}_{dataset}" if number_ else f"delta_{dataset}"
+        key = f"table{table_number}_{dataset}" if table_number else f"delta_{dataset}"
         if table.loc[table["dataset"] == dataset, PROTOCOL].drop_duplicates().shape[0] > 1:
             key += f"_{protocol_slug(info)}"
-        name = f"Table {number_}: {dataset}" if number_ else f"Per-delta table: {dataset} (not in the paper)"
+        name = f"Table {table_number}: {dataset}" if table_number else f"Per-delta table: {dataset} (not in the paper)"
         batch_kind = ", ".join(sorted(set(part["batch_evaluation"].dropna()) - {""})) or "none recorded"
         notes = ["Top-1 in %: mean ± 95% Student-t interval over seeds (n − 1 df), cut to [0, 100] where it"
                  " runs past (then printed as [low, high]). ±batch: the paper's kind (mean ± t-interval over the"
@@ -216,63 +81,18 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
                  " − 1) × 100, a speed ratio: geometric mean of the per-seed e₁ / e_δ over seeds where both"
                  " converged, [95% t-interval on log(e₁ / e_δ)]. 'Fewer epochs' (1 − e_δ / e₁) in the paired table."]
         notes += seeds_note(part)
-        if number_:
+        if table_number:
             notes.append("Paper: its printed values (one run; its ± is the batch kind); diff = ours − paper.")
-        sections.append(Section(key, f"{name} — protocol {protocol_text(info)}",
-                                delta_display(part, with_paper=bool(number_)),
-                                part[[c for c in DELTA_CSV if c in part]].reset_index(drop=True), notes=notes))
+        sections.append(Section(key, f"{name} — protocol {protocol_text(info)}", columns.DELTA.render(part),
+                                part[[c for c in columns.DELTA.csv if c in part]].reset_index(drop=True), notes=notes))
         compared = part[part["pairs"].fillna(0) > 0] if "pairs" in part else part.iloc[:0]
         if len(compared):
             sections.append(paired_section(compared, f"{key}_paired", f"{name} — paired with δ = 1.0 by seed"))
     return sections
 
 
-def delta_display(part: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
-    """Ours, then (for the paper's datasets) the paper's value and ours minus the paper's, per quantity."""
-    columns = {"network": part["network"], "δ": part["delta"].map(lambda d: f"{d:g}")}
-    if (part["variant"] != "").any():
-        columns["method options"] = part["variant"]
-    columns["seeds"] = part["n_seeds"].astype(int)
-    for split in ("train", "test"):
-        columns[f"{split} top-1"] = ci_of(part, f"{split}_top1")
-        columns[f"{split} ±batch"] = [paper_cell(m, c) for m, c in
-                                      zip(part[f"{split}_top1_batch_mean"], part[f"{split}_top1_batch_ci95"])]
-        if with_paper:
-            columns[f"paper {split}"] = [paper_cell(m, c) for m, c in
-                                         zip(part[f"paper_{split}_top1"], part[f"paper_{split}_ci95"])]
-            columns[f"diff {split}"] = part[f"{split}_top1_minus_paper"].map(lambda v: number(v, 1, True))
-    columns["Δtest vs δ=1 (pp)"] = [diff_cell(r.get("test_top1_diff"), r.get("test_top1_diff_low"),
-                                              r.get("test_top1_diff_high"), r.get("pairs")) for _, r in part.iterrows()]
-    columns["e"] = [e_cell(r) for _, r in part.iterrows()]
-    if with_paper:
-        columns["paper e"] = part["paper_e"].map(lambda v: number(v, 0))
-        columns["diff e"] = part["e_minus_paper"].map(lambda v: number(v, 1, True))
-    columns["Δe %"] = [delta_e_cell(r) for _, r in part.iterrows()]
-    if with_paper:
-        columns["paper Δe %"] = part["paper_delta_e_pct"].map(number)
-        columns["diff Δe"] = part["delta_e_pct_minus_paper"].map(lambda v: number(v, 2, True))
-    columns["not in means"] = part["not_in_means"].fillna("")
-    return with_settings(pd.DataFrame(columns).reset_index(drop=True), part)
-
-
 def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
     """Every difference to delta = 1.0 of one table, paired by seed, with its test and Holm correction."""
-    display = pd.DataFrame({
-        "network": part["network"] if "network" in part else part["model"], "method": method_labels(part),
-        "δ": part["delta"].map(lambda d: f"{d:g}"), "pairs": part["pairs"].astype(int),
-        "Δtest pp [t 95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
-                                       r["pairs"]) for _, r in part.iterrows()],
-        "bootstrap 95%": [f"[{number(lo, 2, True)}, {number(hi, 2, True)}]" if not pd.isna(lo) else ""
-                          for lo, hi in zip(part["test_top1_diff_boot_low"], part["test_top1_diff_boot_high"])],
-        "p": part["test_top1_diff_p"].map(p_text), "p Holm": part["test_top1_diff_p_holm"].map(p_text),
-        "d_z": part["test_top1_diff_dz"].map(number),
-        "seeds for 1 pp": part["seeds_needed"].map(lambda v: number(v, 0)),
-        "Δe % [t 95%]": [delta_e_cell(r) for _, r in part.iterrows()],
-        "fewer epochs %": part["fewer_epochs_pct"].map(number),
-        "Δe p Holm": part["delta_e_p_holm"].map(p_text),
-        "earlier/later/tie/unknown": [sign_cell(r) for _, r in part.iterrows()],
-        "to δ=1's train loss": [reach_cell(r, "train_loss") for _, r in part.iterrows()],
-        "to δ=1's test top-1": [reach_cell(r, "test_top1") for _, r in part.iterrows()]})
     notes = ["Pairs: seeds run at both δ and δ = 1.0 (same seed: same initial weights, same first epoch)."
              " Δtest: mean paired difference, 95% t-interval; bootstrap: scipy.stats.bootstrap BCa on the paired"
              " differences (from 5 pairs); p: paired t-test; p Holm: Holm's correction (statsmodels) over every"
@@ -285,19 +105,10 @@ def paired_section(part: pd.DataFrame, key: str, title: str) -> Section:
              "To δ=1's target: epoch-equivalents for δ to reach the same seed's δ = 1.0 best train loss / best"
              " test top-1 (running median of 3), mean over the seeds that reached it, vs δ = 1.0's own epochs to it;"
              " ×: geometric-mean speed-up t₁ / t_δ. 'never': censored in every seed."]
-    return Section(key, title, with_settings(display.reset_index(drop=True), part), notes=notes + seeds_note(part))
+    return Section(key, title, columns.PAIRED.render(part), notes=notes + seeds_note(part))
 
 
 def table6_section(t6: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "dataset": t6["dataset"], "network": t6["network"], "protocol": [protocol_text(r) for _, r in t6.iterrows()],
-        "δ = 1.0 test top-1": t6["base_test_top1"].map(number), "best δ < 1": t6["best_delta"].map(lambda d: number(d, 1)),
-        "its test top-1": t6["best_test_top1"].map(number), "gain pp": t6["gain_pp"].map(lambda v: number(v, 2, True)),
-        "no effect: expected gain pp": [f"{number(g, 2, True)} (95%: ≤ {number(u, 2, True)})" if not pd.isna(g) else "n/a"
-                                        for g, u in zip(t6["null_expected_gain_pp"], t6["null_upper95_pp"])],
-        "P(gain this large | no effect)": t6["selection_p"].map(p_text),
-        "change %": t6["change_pct"].map(number), "no effect: expected change %": t6["null_expected_change_pct"].map(number),
-        "paper change %": t6["paper_change_pct"].map(number), "diff": t6["change_minus_paper"].map(lambda v: number(v, 2, True))})
     better = t6["gain_pp"].dropna()
     expected = (t6.loc[better.index, "null_p_best_wins"]).sum()
     notes = ["change % = (best − base) / best × 100, from the mean test top-1 over seeds of each δ.",
@@ -308,22 +119,13 @@ def table6_section(t6: pd.DataFrame) -> Section:
              " standard errors on average; 'P(gain this large | no effect)' is the selection-adjusted p-value"
              " (simulated, 200,000 seeded draws).",
              f"Best δ better than δ = 1.0 here: {int((better > 0).sum())} of {len(better)}; expected with no effect:"
-             f" {number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
-    display = with_settings(display, t6, after="protocol")
-    return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone", display, t6,
-                   notes=notes)
+             f" {format_number(expected)}. The paper: 8 of 15, where no effect gives 11.25 (15 × 3/4)."]
+    return Section("table6", "Table 6: best test top-1 over δ < 1 against δ = 1.0, beside selection alone",
+                   columns.TABLE6.render(t6), t6, notes=notes)
 
 
 def table1_section(t1: pd.DataFrame) -> Section:
     timings = set(t1["timing"].dropna()) - {""}
-    display = pd.DataFrame({
-        "dataset": t1["dataset"], "model": t1["model"], "protocol": [protocol_text(r) for _, r in t1.iterrows()],
-        "method": method_labels(t1), "δ": t1["delta"].map(lambda d: f"{d:g}"), "seeds": t1["n_seeds"].astype(int),
-        "timed": t1["timing"].map(lambda t: TIMING_TEXT.get(t, t)),
-        "s / update": [with_ci(m, c, n, 5) for m, c, n in zip(t1["seconds_per_update_mean"], t1["seconds_per_update_ci95"], t1["n_seeds"])],
-        "× δ = 1.0 [95%]": [diff_ratio_cell(r) for _, r in t1.iterrows()],
-        "paper s / update": t1["paper_seconds_per_update"].map(lambda v: number(v, 4)),
-        "paper ×": t1["paper_ratio_to_delta_1"].map(number)})
     notes = ["× δ = 1.0: geometric mean over seeds of (s / update of δ) / (s / update of δ = 1.0, same seed), 95%"
              " t-interval on the log ratio. `make bench` is the reference for the cost of one update (the update loop"
              " alone, interleaved in one process). The paper timed ResNet-18 on CIFAR-10 at 128 px."]
@@ -334,53 +136,20 @@ def table1_section(t1: pd.DataFrame) -> Section:
         notes.append("wall clock (records without train_seconds): the run's cumulative seconds over its updates,"
                      " which include evaluation, checkpoints, process and W&B start-up; in a sweep δ = 1.0 runs first"
                      " and pays the warm-up, so its ratios are an ordering artefact as much as a cost.")
-    return Section("table1", "Table 1: seconds per update", with_settings(display, t1), t1, notes=notes + seeds_note(t1))
-
-
-TIMING_TEXT = {"train_seconds": "train seconds (updates only)", "wall clock": "wall clock (incl. evaluation, start-up)"}
-
-
-def diff_ratio_cell(row) -> str:
-    if pd.isna(row["ratio_to_delta_1"]):
-        return "1 (reference)" if row["delta"] == 1.0 and row["method"] == "standard" else ""
-    if pd.isna(row["ratio_to_delta_1_low"]):
-        return f"{number(row['ratio_to_delta_1'])} (1 pair, no CI)"
-    return (f"{number(row['ratio_to_delta_1'])} [{number(row['ratio_to_delta_1_low'])},"
-            f" {number(row['ratio_to_delta_1_high'])}]{few_seeds(row['ratio_pairs'])}")
+    return Section("table1", "Table 1: seconds per update", columns.TABLE1.render(t1), t1,
+                   notes=notes + seeds_note(t1))
 
 
 def table2_section(t2: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "model": t2["model"], "image size": t2["image_size"].astype(int), "classes": t2["num_classes"].astype(int),
-        "channels": t2["channels"].astype(int), "params (M)": t2["params_m"].map(number),
-        "paper params (M)": t2["paper_params_m"].map(number), "GFLOPs": t2["gflops"].map(lambda v: number(v, 3)),
-        "paper GFLOPs": t2["paper_gflops"].map(number), "diff params": t2["params_m_minus_paper"].map(lambda v: number(v, 2, True)),
-        "diff GFLOPs": t2["gflops_minus_paper"].map(lambda v: number(v, 3, True))})
-    return Section("table2", "Table 2: parameters and FLOPs", display, t2,
+    return Section("table2", "Table 2: parameters and FLOPs", columns.TABLE2.render(t2), t2,
                    notes=["Computed with timm's model at the image size, classes and channels of the runs;"
                           " FLOPs = 2 × multiply-adds of one forward pass of one image (torch FlopCounterMode)."
                           " The paper's values stand beside the rows it counted: 10 classes, 3 channels, 128 px."])
 
 
 def methods_section(methods: pd.DataFrame) -> Section:
-    display = pd.DataFrame({
-        "dataset": methods["dataset"], "model": methods["model"],
-        "protocol": [protocol_text(r) for _, r in methods.iterrows()],
-        "method": method_labels(methods),
-        "δ": methods["delta"].map(lambda d: f"{d:g}"), "seeds": methods["n_seeds"].astype(int),
-        "test top-1": ci_of(methods, "test_top1"),
-        "Δtest vs standard pp [95%]": [diff_cell(r["test_top1_diff"], r["test_top1_diff_low"], r["test_top1_diff_high"],
-                                                 r["pairs"]) for _, r in methods.iterrows()],
-        "p Holm": methods["test_top1_diff_p_holm"].map(p_text),
-        "seeds for 1 pp": methods["seeds_needed"].map(lambda v: number(v, 0)),
-        "e": [e_cell(r) for _, r in methods.iterrows()],
-        "Δe % vs standard [95%]": [delta_e_cell(r) for _, r in methods.iterrows()],
-        "earlier/later/tie/unknown": [sign_cell(r) for _, r in methods.iterrows()],
-        "to standard's train loss": [reach_cell(r, "train_loss") for _, r in methods.iterrows()],
-        "to standard's test top-1": [reach_cell(r, "test_top1") for _, r in methods.iterrows()],
-        "not in means": methods["not_in_means"].fillna("")})
     return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, protocol and seeds)",
-                   with_settings(display, methods), methods,
+                   columns.METHODS.render(methods), methods,
                    notes=["Every difference is paired by seed: mean [95% t-interval]; p Holm: paired t-test, Holm's"
                           " correction over the rows of this table. Δe % = (e_standard / e_method − 1) × 100 over seeds"
                           " where both converged; censored pairs counted (see the Tables 3-5 notes)."]
@@ -389,22 +158,12 @@ def methods_section(methods: pd.DataFrame) -> Section:
 
 def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules: dict, chosen: str,
                          guards: dict | None = None) -> list[Section]:
-    display = pd.DataFrame({"dataset": sensitivity["dataset"], "model": sensitivity["model"],
-                            "protocol": [protocol_text(r) for _, r in sensitivity.iterrows()],
-                            "method": method_labels(sensitivity),
-                            "δ": sensitivity["delta"].map(lambda d: f"{d:g}"), "seeds": sensitivity["n_seeds"].astype(int)})
-    for name in rules:
-        display[f"{name}: e"] = [(number(e, 1) if not pd.isna(e) else "–") + (f" ({int(c)} cens.)" if c > 0 else "")
-                                 for e, c in zip(sensitivity[f"e_{name}_mean"], sensitivity[f"e_{name}_censored"])]
-        display[f"{name}: Δe %"] = [delta_e_cell(r, f"delta_e_{name}") for _, r in
-                                    sensitivity.rename(columns={f"pairs_converged_{name}": "pairs_converged",
-                                                                f"pairs_censored_{name}": "pairs_censored"}).iterrows()]
     rule_lines = [f"{name}: {describe_rule(rule, guards)}" + (" (the default here)" if name == chosen else "")
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
-    summary_display = summary.assign(**{c: summary[c].map(number) for c in summary if c.startswith("mean")})
-    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule", with_settings(display, sensitivity),
-                    sensitivity,
+    summary_display = summary.assign(**{c: summary[c].map(format_number) for c in summary if c.startswith("mean")})
+    return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule",
+                    columns.sensitivity(rules).render(sensitivity), sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
             Section("sensitivity_summary", "Sensitivity summary: the sign of Δe for δ < 1 under each rule",
@@ -414,26 +173,16 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
 
 
 def consistency_sections(report: ConsistencyReport) -> list[Section]:
-    d = report.delta_e[report.delta_e["status"] != "consistent"]
-    delta_e = pd.DataFrame({"table": d["table"], "dataset": d["dataset"], "network": d["network"],
-                            "δ": d["delta"].map(lambda v: f"{v:g}"), "e₁": d["e_1"].map(lambda v: number(v, 0)),
-                            "e_δ": d["e_delta"].map(lambda v: number(v, 0)), "printed Δe %": d["printed"].map(number),
-                            "(e₁ − e_δ)/e_δ × 100": d["recomputed"].map(number), "status": d["status"],
-                            "what would fit": d["hint"].fillna("")})
-    t = report.table6[report.table6["status"] != "consistent"]
-    table6 = pd.DataFrame({"dataset": t["dataset"], "network": t["network"], "printed %": t["printed"].map(number),
-                           "recomputed %": t["recomputed"].map(number),
-                           "allowed by rounding": [f"[{number(lo)}, {number(hi)}]" if pd.notna(lo) else ""
-                                                   for lo, hi in zip(t["allowed_low"], t["allowed_high"])],
-                           "status": t["status"]})
+    delta_e = columns.CONSISTENCY_DELTA_E.render(report.delta_e[report.delta_e["status"] != "consistent"])
+    table6 = columns.CONSISTENCY_TABLE6.render(report.table6[report.table6["status"] != "consistent"])
     n_bad = (report.delta_e["status"] == "disagrees").sum()
     n_bad6 = (report.table6["status"] == "disagrees").sum()
     return [
         Section("consistency_delta_e", f"Paper consistency: {n_bad} of {report.delta_e['printed'].notna().sum()}"
-                " printed Δe values do not follow from the paper's own e", delta_e.reset_index(drop=True), report.delta_e,
+                " printed Δe values do not follow from the paper's own e", delta_e, report.delta_e,
                 notes=["Accepted within one unit of the printed last decimal (the paper truncates in places)."]),
         Section("consistency_table6", f"Paper consistency: {n_bad6} of {len(report.table6)} Table 6 changes do not"
-                " follow from Tables 3-5", table6.reset_index(drop=True), report.table6,
+                " follow from Tables 3-5", table6, report.table6,
                 notes=["Recomputed as (best − base) / best × 100; the range allows the ±0.05 rounding of Tables 3-5."]),
         Section("consistency_repeats", "Paper consistency: numbers repeated between tables", report.repeats, report.repeats),
         Section("consistency_gaps", "Paper consistency: empty cells", report.gaps, report.gaps),
@@ -447,20 +196,12 @@ def consistency_sections(report: ConsistencyReport) -> list[Section]:
 def status_sections(runs: pd.DataFrame) -> list[Section]:
     counts = runs["status"].fillna("unreadable").value_counts()
     left_out = runs[~runs["included"]]
-    display = pd.DataFrame({
-        "dataset": left_out["dataset"], "model": left_out["model"], "method": left_out["method"],
-        "δ": left_out["delta"].map(lambda d: "" if pd.isna(d) else f"{d:g}"), "seed": left_out["seed"],
-        "fidelity": left_out["fidelity"], "status": left_out["note"],
-        "intervals": [f"{i}/{'' if pd.isna(e) else int(e)}" for i, e in zip(left_out["intervals"], left_out["epochs"])],
-        "error": left_out["error"].fillna(""), "run": left_out["run_dir"]})
     title = (f"Runs: {len(runs)} loaded ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
              f"{int(runs['included'].sum())} enter the means")
     notes = (["The runs in this table are counted in the tables' 'not in means' column and never averaged in."]
              if len(left_out) else ["Every run finished and enters the means."])
-    columns = ["run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
-               "intervals", "train_top1", "test_top1", "seconds_per_update", "error"]
-    return [Section("runs", title, with_settings(display.reset_index(drop=True), left_out), runs[[c for c in columns if c in runs] +
-                    [c for c in runs if c.startswith(("e_", "converged_"))]], notes=notes)]
+    csv = [c for c in columns.RUNS.csv if c in runs] + [c for c in runs if c.startswith(("e_", "converged_"))]
+    return [Section("runs", title, columns.RUNS.render(left_out), runs[csv], notes=notes)]
 
 
 def describe_rule(rule: dict, guards: dict | None = None) -> str:
