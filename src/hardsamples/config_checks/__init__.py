@@ -2,6 +2,7 @@
 
   command_line  before Hydra composes: overrides readable, keys and choices known ("did you mean"),
                 a sweep only in a multirun; `make tables` and `make bench` check theirs here too
+  keys          a config's keys as a tree: is a dotted key there, and the closest to a misspelt one
   callback      Hydra's callback, before Hydra writes anything: the composed config (settings), a
                 `+key` nobody reads, the run or sweep directory, the disk, the launcher
   settings      the composed run config: types, ranges, limits, choices
@@ -21,5 +22,6 @@ import sys
 
 
 def refuse(message: str) -> None:
+    """Bad input on a command line or in Hydra's callback (the launchers' too): one line, exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)  # passes through Hydra's callback and error handlers: nothing has been written

@@ -9,8 +9,6 @@ misspelt one. A `+key` Hydra has already added is refused from its callback (add
 
 from __future__ import annotations
 
-import difflib
-
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -18,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hardsamples.cli import compose, override_text, where_options_are, written_defaults
 from hardsamples.config_checks import refuse
+from hardsamples.config_checks.keys import closest, flat_keys, has_key, under_target, user_callable_key, value_at
 from hardsamples.errors import ConfigError, first_line
 from hardsamples.layout import CONF_DIR, group_choices
 from hardsamples.record_schema import run_config
@@ -183,13 +182,6 @@ def unknown_key_error(overrides: list[str]) -> str | None:
     return None
 
 
-def value_at(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def is_group(key: str) -> bool:
     return "." not in key and (CONF_DIR / key).is_dir()
 
@@ -217,50 +209,6 @@ def values_of(override) -> list[str]:
     if items is not None:
         return [str(v) for v in items]
     return [] if override.is_sweep_override() else [str(value)]
-
-
-def has_key(config: dict, key: str) -> bool:
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def user_callable_key(config: dict, key: str) -> bool:
-    """`X._target_` itself (a user's class for a node, e.g. optimizer._target_=torch.optim.AdamW), or a
-    key under a node that has one (its arguments)."""
-    return key.endswith("._target_") or under_target(config, key)
-
-
-def under_target(config: dict, key: str) -> bool:
-    """A key inside a node with `_target_` (dataset=custom's dataset.data) is an argument of the user's
-    own callable: any name may be added there."""
-    node = config
-    for part in key.split(".")[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-        if isinstance(node, dict) and "_target_" in node:
-            return True
-    return False
-
-
-def closest(key: str, known: list[str]) -> str | None:
-    """The known key most like a mistyped one (difflib), or None."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def flat_keys(node, prefix: str = "") -> list[str]:
-    keys = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            keys.append(path)
-            keys += flat_keys(value, path + ".")
-    return keys
 
 
 def added_key_error(config) -> str | None:

@@ -1,5 +1,5 @@
-"""The rules for one value, shared by every config that is checked (a run's, the bench's): a number, a
-whole number, a minimum, a limit, one of a fixed set of choices. Each refusal is a ConfigError of one
+"""The rules for one value, shared by every config that is checked (a run's, the bench's) and by the
+sampler's own guard: a number, a whole number, a minimum, a limit, one of a fixed set of choices. Each refusal is a ConfigError of one
 line naming the key and the fix."""
 
 from __future__ import annotations
