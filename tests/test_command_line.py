@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY, run_cli
-from hardsamples.config_checks import check_command_line
+from hardsamples.config_checks.command_line import check_command_line
 
 REFUSED = {
     "~ in a value": (["run_name=a~b"], r"cannot read 'run_name=a~b' .*: quote a value"),

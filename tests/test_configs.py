@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import hardsamples.sweep  # noqa: F401  registers the resolvers the launcher configs use (${visible_gpus_or:2})
 from hardsamples.layout import CONF_DIR, group_choices
-from hardsamples.validation import check_settings
+from hardsamples.config_checks.settings import check_settings
 
 PRIMARY = ("config", "tables", "bench")  # conf/<name>.yaml: the run's, `make tables`' and `make bench`'s
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml")))

@@ -68,14 +68,14 @@ def test_a_protocol_or_method_key_outside_its_choices_is_one_line(tmp_path, over
 
 def test_a_read_only_sweep_directory_is_refused_before_hydra_writes_into_it(tmp_path, monkeypatch, capsys):
     # Root may write anywhere, so the check's answer is faked: what is tested is what follows from it.
-    from hardsamples.config_checks import ConfigCheck
+    from hardsamples.config_checks.callback import ConfigCheck
 
     sweep_dir = tmp_path / "sweep"
     sweep_dir.mkdir()
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     config = SimpleNamespace(hydra=SimpleNamespace(sweep=SimpleNamespace(dir=str(sweep_dir)),
                                                    overrides=SimpleNamespace(task=[])))
-    monkeypatch.setattr("hardsamples.config_checks.added_key_error", lambda config: None)
+    monkeypatch.setattr("hardsamples.config_checks.callback.added_key_error", lambda config: None)
     with pytest.raises(SystemExit) as stop:
         ConfigCheck().on_multirun_start(config)
     assert stop.value.code == 2

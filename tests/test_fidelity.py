@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import CONF, TINY, compose_config, run_cli, train_in_process
+from hardsamples.config_checks.settings import check_settings
 from hardsamples.data import HostData, load_host_data, make_fixed_batches, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.loop import build_loop
@@ -201,8 +202,9 @@ def test_precision_auto_resolves_to_the_protocols_fp32_or_bf16_on_cuda_and_fp32_
     # PyTorch 1.13's defaults, which the authors ran, against clean's TF32 everywhere.
     assert (paper.matmul_tf32, paper.cudnn_tf32) == (False, True)
     assert (clean.matmul_tf32, clean.cudnn_tf32) == (True, True)
-    with pytest.raises(ConfigError, match=r"^precision=fp16 is unknown: use auto, bf16 or fp32$"):
-        resolve_precision("fp16", "auto", "cuda")
+    for key in ("precision", "fidelity.precision"):  # refused with the config, before a runtime is made
+        with pytest.raises(ConfigError, match=rf"^{key}=fp16 is not one of its choices: use auto, bf16, fp32$"):
+            check_settings(compose_config([*TINY, f"{key}=fp16"]))
 
 
 def test_run_json_records_the_resolved_precision_and_tf32_settings(tmp_path):

@@ -176,7 +176,7 @@ BAD_HOST_DATA = {
 @pytest.mark.parametrize("source", ["torchvision", "sklearn", "generated"])
 @pytest.mark.parametrize("bad,message", BAD_HOST_DATA.values(), ids=BAD_HOST_DATA.keys())
 def test_every_source_passes_the_same_checks(monkeypatch, source, bad, message):
-    """Whatever a loader returns goes through data.check_host_data before a model is built: the loaders are
+    """Whatever a loader returns goes through config_checks.data.check_host_data before a model is built: the loaders are
     replaced here by one returning bad data, for CIFAR-10 (torchvision), digits and the generated set."""
     import hardsamples.data as data
 
@@ -363,7 +363,7 @@ def test_digits_split_settings_out_of_range_are_one_line(tmp_path, overrides, me
 
 
 def test_a_limit_raised_deliberately_lets_the_size_through():
-    from hardsamples.validation import check_settings
+    from hardsamples.config_checks.settings import check_settings
 
     check_settings(compose_config([*TINY, "epochs=20000", "limits.epochs=20000"]))
     check_settings(compose_config([*TINY, "optimizer.lr=100", "limits.lr=null"]))
@@ -404,7 +404,7 @@ def test_the_optimizer_probe_changes_nothing_the_run_computes():
     from hardsamples.data import to_device
     from hardsamples.loop import build_loop
     from hardsamples.runtime import make_runtime
-    from hardsamples.validation import check_users_optimizer_steps
+    from hardsamples.config_checks.loop import check_users_optimizer_steps
 
     cfg = compose_config([*TINY, "++optimizer._target_=torch.optim.AdamW", "~optimizer.momentum"])
     runtime = make_runtime(cfg)

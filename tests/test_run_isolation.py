@@ -139,7 +139,7 @@ def run_start_config(run_dir: Path) -> SimpleNamespace:
 
 @pytest.mark.parametrize("case", ["under a file", "under a read-only folder"])
 def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capsys, case):
-    from hardsamples.config_checks import ConfigCheck
+    from hardsamples.config_checks.callback import ConfigCheck
 
     parent = tmp_path / "parent"
     if case == "under a file":
@@ -147,8 +147,8 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, 
     else:  # root may write anywhere: the check's answer is faked, what follows from it is tested
         parent.mkdir()
         monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != parent)
-    monkeypatch.setattr("hardsamples.config_checks.added_key_error", lambda config: None)
-    monkeypatch.setattr("hardsamples.validation.check_settings", lambda config: None)
+    monkeypatch.setattr("hardsamples.config_checks.callback.added_key_error", lambda config: None)
+    monkeypatch.setattr("hardsamples.config_checks.callback.check_settings", lambda config: None)
     with pytest.raises(SystemExit) as stop:
         ConfigCheck().on_run_start(run_start_config(parent / "runs" / "run"))
     err = capsys.readouterr().err
@@ -190,10 +190,10 @@ def sweep_start_config(sweep_dir: Path, launcher: dict) -> SimpleNamespace:
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, "is a file"),
 ], ids=["joblib n_jobs=0", "joblib n_jobs a string", "slurm without sbatch", "sweep directory under a file"])
 def test_a_sweep_that_cannot_start_is_one_line(tmp_path, monkeypatch, capsys, launcher, message):
-    from hardsamples.config_checks import ConfigCheck
+    from hardsamples.config_checks.callback import ConfigCheck
 
     monkeypatch.setattr("shutil.which", lambda name: None)
-    monkeypatch.setattr("hardsamples.config_checks.added_key_error", lambda config: None)
+    monkeypatch.setattr("hardsamples.config_checks.callback.added_key_error", lambda config: None)
     sweep_dir = tmp_path / "sweeps" / "demo"
     if message == "is a file":
         (tmp_path / "sweeps").write_text("a file")

@@ -2,15 +2,13 @@
 configs with Hydra's compose API, exactly as the training app composes conf/config.yaml.
 
 Also what the two command lines share: key=value overrides checked against the YAML before Hydra
-sees them (an unknown key, a `+`, a sweep or a group of options replaced by one value is refused in
-one line that names the key and the fix), Hydra's multi-line errors cut to one line, and a --help
-written from the YAML itself: every option with its default and its comment.
+sees them (config_checks.command_line.check_overrides), Hydra's multi-line errors cut to one line, and
+a --help written from the YAML itself: every option with its default and its comment.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import textwrap
 from collections.abc import Iterable
@@ -20,13 +18,12 @@ import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hardsamples.errors import ConfigError
+from hardsamples.errors import ConfigError, first_line
 from hardsamples.layout import CONF_DIR
 
 HELP_FLAGS = ("-h", "--help")
@@ -72,68 +69,17 @@ def without_help(argv: list[str]) -> list[str]:
 def compose_checked(config_name: str, argv: list[str], prog: str) -> DictConfig:
     """conf/<config_name>.yaml with the command line's key=value overrides; bad input is a ConfigError
     of one line naming the key and the fix (the caller prints it and exits 2)."""
+    from hardsamples.config_checks.command_line import check_overrides  # which reads conf/ through this module
+
     check_overrides(config_name, argv, prog)
     try:
         return compose(config_name, argv)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"{one_line(err)}: {where_options_are(config_name, prog)}") from None
-
-
-def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
-    """Every override sets one existing option to one value: Hydra would add a `+key` nobody reads, run
-    a sweep `a,b` as its first value, or hand `wandb=3` on where a group of options is expected."""
-    parser = OverridesParser.create()
-    options = written_defaults(config_name)
-    for text in argv:
-        try:
-            override = parser.parse_override(text)
-        except HydraException as err:  # the parser's syntax errors
-            raise ConfigError(f"cannot read '{text}' ({one_line(err)}): write key=value with a key of "
-                              f"conf/{config_name}.yaml ({prog} --help lists them)") from None
-        key = override.key_or_group
-        current = lookup(options, key, config_name, prog)
-        if override.is_add() or override.is_force_add() or override.is_delete():
-            sign = text[:len(text) - len(text.lstrip("+~"))]
-            raise ConfigError(f"{text}: {prog} neither adds nor deletes options: write {key}=<value> without "
-                              f"the '{sign}'")
-        if override.is_sweep_override():
-            raise ConfigError(f"{text} is a sweep: {prog} takes one value per key, e.g. "
-                              f"{key}={text.split('=', 1)[1].split(',')[0]}")
-        if isinstance(current, dict) and not isinstance(override.value(), dict):
-            raise ConfigError(replaced_options_error(text, key, current))
-
-
-def replaced_options_error(text: str, key: str, options: dict) -> str:
-    """`optimizer=adam` where optimizer is a group of options (lr, momentum, ...), not a choice."""
-    first = next(iter(options), "key")
-    return (f"{text} replaces the group of options {key} ({', '.join(options)}) with one value: "
-            f"set them one by one, e.g. {key}.{first}={override_text(options.get(first))}")
-
-
-def lookup(options: dict, key: str, config_name: str, prog: str):
-    """The written value at a dotted key, or a ConfigError naming the closest known key."""
-    node, parts = options, key.split(".")
-    for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            parent = ".".join(parts[:depth])
-            siblings = list(node) if isinstance(node, dict) else []
-            close = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6)
-            hint = f"did you mean {'.'.join([*parts[:depth], close[0]])}? " if close else ""
-            scope = f"{parent} has {', '.join(siblings)}; " if parent and siblings else ""
-            raise ConfigError(f"unknown option '{key}': {hint}{scope}{where_options_are(config_name, prog)}")
-        node = node[part]
-    return node
+        raise ConfigError(f"{first_line(err)}: {where_options_are(config_name, prog)}") from None
 
 
 def where_options_are(config_name: str, prog: str) -> str:
     return f"the options are the keys of conf/{config_name}.yaml, listed by `{prog} --help`"
-
-
-def one_line(err: Exception) -> str:
-    """The first line of a Hydra or OmegaConf message (the rest is Hydra's advice or OmegaConf's
-    full_key / object_type lines)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__).rstrip(".")
 
 
 def override_text(value) -> str:

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from omegaconf import OmegaConf
-
-from hardsamples.errors import ConfigError, exception_line
+from hardsamples.config_checks.data import check_host_data
+from hardsamples.errors import ConfigError, last_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,7 +73,7 @@ class DeviceData:
 
 
 def load_host_data(cfg) -> HostData:
-    """The dataset of cfg.dataset, from whichever source, checked as every source is (check_host_data)."""
+    """The dataset of cfg.dataset, from whichever source, checked as every source is (config_checks.data)."""
     from hardsamples.own_data import load_from_python, load_image_folder
 
     source = cfg.dataset.source
@@ -93,63 +92,6 @@ def load_host_data(cfg) -> HostData:
                           " python")
     check_host_data(host, cfg)
     return host
-
-
-def check_host_data(host: HostData, cfg) -> None:
-    """What every source must give, whatever produced it: uint8 NCHW images with C in {1, 3} (or the
-    configured dataset.channels), H, W >= 1, one image shape for both splits; integer labels, one per
-    image, in 0..num_classes-1; at least two classes, both among the training labels, and no more than
-    limits.num_classes. Checked once the data are read, before a model is built or anything written."""
-    name = cfg.dataset.name
-    shapes = []
-    for split, images, labels in (("train", host.train_images, host.train_labels),
-                                  ("test", host.test_images, host.test_labels)):
-        check_images(name, split, images, cfg.dataset.get("channels"))
-        if labels.shape != (images.shape[0],) or labels.dtype != np.int64:
-            raise ConfigError(f"{name}'s {split} split has labels of shape {labels.shape} for {images.shape[0]}"
-                              " images: one integer class id per image")
-        if images.shape[0] == 0:
-            raise ConfigError(f"{name}'s {split} split is empty: a run needs images to train on and to test")
-        bad = labels[(labels < 0) | (labels >= host.num_classes)]
-        if bad.size:
-            raise ConfigError(f"{name}'s {split} split has label {int(bad[0])}, outside its classes 0.."
-                              f"{host.num_classes - 1}: give every split the same classes, numbered from 0")
-        shapes.append(images.shape[1:])
-    if shapes[0] != shapes[1]:
-        raise ConfigError(f"{name}'s train images are {shapes[0]} (C, H, W) and its test images {shapes[1]}: give"
-                          " both splits images of one shape")
-    limit = OmegaConf.select(cfg, "limits.num_classes")
-    if limit is not None and host.num_classes > limit:
-        raise ConfigError(f"{name} has {host.num_classes} classes (largest label + 1), above limits.num_classes="
-                          f"{limit}: check the labels, or raise the limit deliberately with limits.num_classes=<n>")
-    present = np.unique(host.train_labels)
-    if host.num_classes < 2 or present.size < 2:
-        raise ConfigError(f"{name} has {present.size} class(es) among its training labels: a classifier needs at"
-                          " least 2 classes to tell apart (with one, every run would end at loss 0 and top-1 100%)")
-    untrained = np.setdiff1d(np.unique(host.test_labels), present)
-    if untrained.size:
-        raise ConfigError(f"{name}'s test split has label {int(untrained[0])}, which no training image has (a class"
-                          " the model could never learn): give every test class training images too")
-
-
-def check_images(name: str, split: str, images: np.ndarray, channels) -> None:
-    """uint8 (N, C, H, W), H and W >= 1, C as configured (dataset.channels) or else 1 or 3."""
-    shape = tuple(images.shape)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ConfigError(f"{name}'s {split} images are {images.dtype} of shape {shape}: uint8 (N, C, H, W) expected")
-    _, c, h, w = shape
-    allowed = (channels,) if channels is not None else (1, 3)
-    if c in allowed and h >= 1 and w >= 1:
-        return
-    if shape[3] in allowed and c not in allowed:
-        raise ConfigError(f"{name}'s {split} images have shape {shape}, channels last (N, H, W, C): give them as"
-                          " (N, C, H, W), e.g. x.permute(0, 3, 1, 2) for a tensor or x.transpose(0, 3, 1, 2) for"
-                          " a numpy array")
-    if h < 1 or w < 1 or c < 1:
-        raise ConfigError(f"{name}'s {split} images have shape {shape} (N, C, H, W): every image needs at least one"
-                          " channel and one pixel")
-    raise ConfigError(f"{name}'s {split} images have {c} channels (shape {shape}, N, C, H, W): give 1 (grey) or 3"
-                      f" (RGB) channels, or pass ++dataset.channels={c} if {c} is meant")
 
 
 def _load_torchvision(dataset_cfg, root: Path) -> HostData:
@@ -177,7 +119,7 @@ def _holds_files(folder: Path) -> bool:
 
 def _damaged_files_message(name: str, root: Path, err: Exception) -> str:
     folder = root / TORCHVISION_FOLDERS[name]
-    return (f"{name} files under {folder} cannot be read ({exception_line(err)[:200]}): they are missing, damaged, or"
+    return (f"{name} files under {folder} cannot be read ({last_line(err)[:200]}): they are missing, damaged, or"
             f" not {name}'s; replace them with the original files (or move them away and pass dataset.download=true on"
             " a machine with network access)")
 
@@ -262,7 +204,7 @@ def _load_digits(dataset_cfg) -> HostData:
             images, labels, test_size=dataset_cfg.test_fraction, random_state=dataset_cfg.split_seed, stratify=labels)
     except ValueError as err:  # a split too small to hold every class once
         raise ConfigError(f"dataset.test_fraction={dataset_cfg.test_fraction} cannot split digits' {len(labels)} images"
-                          f" ({exception_line(err)}): use a fraction that leaves each split at least one image per"
+                          f" ({last_line(err)}): use a fraction that leaves each split at least one image per"
                           " class, e.g. dataset.test_fraction=0.25") from None
     return HostData(x_train, y_train, x_test, y_test, 10)
 
@@ -397,12 +339,10 @@ def make_fixed_batches(num_samples: int, batch_size: int, *, drop_last: bool, pa
     without it the last batch is padded from the start of the order, as DistributedSampler pads,
     so every batch has B samples and a few samples appear twice per epoch.
     """
-    if partition == "dataset_order":
-        order = torch.arange(num_samples)
-    elif partition == "shuffled":
+    if partition == "shuffled":  # or dataset_order: the choices are checked with the config (config_checks)
         order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
     else:
-        raise ConfigError(f"fidelity.partition={partition} is unknown: use dataset_order or shuffled")
+        order = torch.arange(num_samples)
     if drop_last:
         num_batches = num_samples // batch_size
         order = order[: num_batches * batch_size]

@@ -19,7 +19,14 @@ def stop_reason(err: BaseException) -> str:
     return reason
 
 
-def exception_line(err: BaseException) -> str:
+def first_line(err: Exception) -> str:
+    """The first line of a Hydra or OmegaConf message (the rest is Hydra's advice or OmegaConf's
+    full_key / object_type lines)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__).rstrip(".")
+
+
+def last_line(err: BaseException) -> str:
     """An exception as one line, `Type: message`: its message's last line, which for an error a DataLoader
     worker raised (re-raised with the worker's traceback before it) is the original message."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -1,6 +1,6 @@
 """Your own data: a folder of images (dataset=image_folder) or your own Python code (dataset=custom).
 
-Both end as data.HostData and pass the checks every source passes (data.check_host_data). What is
+Both end as data.HostData and pass the checks every source passes (config_checks.data). What is
 particular to them is here: a folder is walked once, following links but never round a loop, and an
 entry that cannot be read stops the run in one line rather than being skipped; an error raised by your
 code is reported as your code's own exception line, with the file and line where it was raised.
@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hardsamples.data import HostData
-from hardsamples.errors import ConfigError, exception_line
+from hardsamples.errors import ConfigError, last_line
 
 
 def load_image_folder(dataset_cfg) -> HostData:
@@ -57,7 +57,7 @@ def load_image_folder(dataset_cfg) -> HostData:
     try:
         (x_train, y_train), (x_test, y_test) = (stack_pairs(split, workers) for split in (train, test))
     except (OSError, RuntimeError) as err:  # read_image's OSError, re-raised by a DataLoader worker as it was
-        raise ConfigError(f"an image under {root} cannot be read ({exception_line(err)}): remove or replace"
+        raise ConfigError(f"an image under {root} cannot be read ({last_line(err)}): remove or replace"
                           " it") from None
     if dataset_cfg.shuffle_seed is not None:
         # ImageFolder lists the files class by class: batches cut in that order (fidelity.partition=
@@ -226,9 +226,9 @@ def users_error(err: BaseException) -> str:
                  str(Path(__file__).parent), "<")
     own = [f for f in frames if not f.filename.startswith(installed)]
     if not own:  # raised before the user's code ran (a keyword argument it does not take): no line of theirs
-        return exception_line(err)
+        return last_line(err)
     frame = own[-1]
-    return exception_line(err) + f" ({frame.filename}:{frame.lineno}, in {frame.name})"
+    return last_line(err) + f" ({frame.filename}:{frame.lineno}, in {frame.name})"
 
 
 def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +240,7 @@ def split_arrays(part, what: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         images, labels = (torch.as_tensor(a) for a in part)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({exception_line(err)}):"
+        raise ConfigError(f"{what} as something torch.as_tensor cannot read ({last_line(err)}):"
                           f" {RETURN_SHAPE}") from None
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ConfigError(f"{what} images of shape {tuple(images.shape)} and dtype {images.dtype}: {RETURN_SHAPE}"
@@ -263,7 +263,7 @@ def stack_users_dataset(dataset, what: str) -> tuple[np.ndarray, np.ndarray]:
         if not in_collate(err):
             raise ConfigError(f"{what} a Dataset that raised {users_error(err)}: fix its __getitem__ or"
                               " __len__") from None
-        raise ConfigError(f"{what} a Dataset whose items do not stack ({exception_line(err)}): each item must be a"
+        raise ConfigError(f"{what} a Dataset whose items do not stack ({last_line(err)}): each item must be a"
                           " (uint8 CHW image tensor, label) pair, every image of one size") from None
     except Exception as err:  # noqa: BLE001 - the user's __getitem__ or __len__ raised
         raise ConfigError(f"{what} a Dataset that raised {users_error(err)}: fix its __getitem__ or"

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from hardsamples.errors import ConfigError
 
-# The choices of the policies' options (validation.py checks a config against them before a run).
+# The choices of the policies' options (config_checks.settings checks a config against them before a run).
 ROUND_ORDERS = ("index", "loss")  # method.round_order
 TIE_ORDERS = ("previous_rank", "batch_index")  # fidelity.tie_order
 COUNT_RULES = ("float_int", "decimal_floor")  # fidelity.hardest_count
@@ -200,15 +200,13 @@ class TrimmingPolicy(StandardPolicy):
 
     name = "trimming"
     per_sample = True
-    shapes = ("linear", "cosine", "step")
+    shapes = ("linear", "cosine", "step")  # method.shape: checked with the config, or by sampler.trimmed_mean
 
     def __init__(self, num_batches: int, device: torch.device, start: float, end: float, shape: str):
         super().__init__(num_batches, device)
         for key, q in (("start", start), ("end", end)):
             if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
                 raise ConfigError(f"method.{key}={q} is outside (0, 1]: q is the fraction of each batch kept")
-        if shape not in self.shapes:
-            raise ConfigError(f"method.shape={shape} is unknown: use {', '.join(self.shapes)}")
         self.start, self.end, self.shape = float(start), float(end), shape
 
     def keep_fraction(self, progress: float) -> float:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Sampler
 
+from hardsamples.config_checks.values import one_of
 from hardsamples.data import make_fixed_batches
 from hardsamples.policies import HardBatchesPolicy, TrimmingPolicy
 
@@ -187,5 +188,7 @@ def trimmed_mean(per_sample_losses: torch.Tensor, epoch: int, epochs: int, start
 
 @functools.lru_cache(maxsize=16)
 def trimming(start: float, end: float, shape: str) -> TrimmingPolicy:
-    """TrimmingPolicy holds only the schedule (checked once here); its reduce works on any device."""
+    """TrimmingPolicy holds only the schedule (checked once here: a caller's arguments pass no config check);
+    its reduce works on any device."""
+    one_of("method.shape", shape, TrimmingPolicy.shapes)
     return TrimmingPolicy(1, torch.device("cpu"), start, end, shape)

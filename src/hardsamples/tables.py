@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hardsamples import cli
 from hardsamples.analysis.report import run
-from hardsamples.errors import ConfigError
+from hardsamples.errors import ConfigError, first_line
 
 PROG = "python -m hardsamples.tables"
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
     except OmegaConfBaseException as err:  # a value of the wrong shape, met while the tables are made
-        print(f"error: {cli.one_line(err)}: {cli.where_options_are('tables', PROG)}", file=sys.stderr)
+        print(f"error: {first_line(err)}: {cli.where_options_are('tables', PROG)}", file=sys.stderr)
     except OSError as err:  # out= a file, a read-only folder, a full disk
         where = err.filename or "the output folder"
         problem = "it is a file" if Path(str(where)).is_file() else err.strerror or type(err).__name__

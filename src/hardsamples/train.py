@@ -40,7 +40,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import records, slices
-from hardsamples.config_checks import check_command_line
+from hardsamples.config_checks.command_line import check_command_line
+from hardsamples.config_checks.data import check_split_sizes
+from hardsamples.config_checks.loop import check_loop
+from hardsamples.config_checks.settings import check_settings
 from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device, train_subset
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
@@ -51,7 +54,6 @@ from hardsamples.record_schema import RunHeader
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
 from hardsamples.sweep import bar_position, sweep_job
-from hardsamples.validation import check_data, check_loop, check_settings
 from hardsamples.wandb_mirror import WandbMirror
 
 log = logging.getLogger("hardsamples")
@@ -177,7 +179,7 @@ def load_data(cfg: DictConfig, runtime: Runtime) -> DeviceData:
     if cfg.dataset.get("subset") is not None:  # a fixed share of the training split (dataset.subset)
         seed = cfg.dataset.subset_seed if cfg.dataset.get("subset_seed") is not None else cfg.seed
         host = train_subset(host, cfg.dataset.subset, seed)
-    check_data(cfg, len(host.train_labels), len(host.test_labels))
+    check_split_sizes(cfg, len(host.train_labels), len(host.test_labels))
     return to_device(host, cfg.image_size, cfg.fidelity.normalization, runtime.device, runtime.memory_format)
 
 
@@ -295,7 +297,7 @@ def progress_bar(cfg: DictConfig, loop: UpdateLoop):
     terminal only (logs and sweeps keep their one line per interval); bar, a bar anywhere; log, a log
     line every progress_every_s seconds; off, none. In a sweep each job process draws on a line of its
     own (sweep.bar_position). Log lines are routed around the bar."""
-    mode = OmegaConf.select(cfg, "progress", default="auto")  # checked by validation.check_settings
+    mode = OmegaConf.select(cfg, "progress", default="auto")  # checked by config_checks.settings
     if mode == "log":
         every = float(cfg.progress_every_s)
         options = {"file": LogLines(), "mininterval": every, "maxinterval": every, "delay": every,

@@ -30,7 +30,6 @@ which; part 3 runs under the first one listed.
 from __future__ import annotations
 
 import functools
-import math
 import re
 import sys
 import tempfile
@@ -43,21 +42,19 @@ from statistics import median
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import timm
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
 from hardsamples import cli, records
 from hardsamples.bench.authors import AuthorsTraining, authors_loader
+from hardsamples.config_checks.bench import check_bench_settings
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
-from hardsamples.errors import ConfigError
+from hardsamples.errors import ConfigError, first_line
 from hardsamples.evaluate import EvalSettings, eval_settings, evaluate
-from hardsamples.layout import group_choices
 from hardsamples.loop import UpdateLoop, build_loop
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
-from hardsamples.validation import at_least, number
 
 PROG = "python -m hardsamples.bench"
 USAGE = f"""`make bench`: what one update of the training loop costs, against a bare step and against the
@@ -96,56 +93,9 @@ def settings(argv: list[str]) -> DictConfig:
     try:
         OmegaConf.resolve(s)
     except OmegaConfBaseException as err:  # an override written as an interpolation that fails
-        raise ConfigError(f"{cli.one_line(err)}: {cli.where_options_are('bench', PROG)}") from None
-    check(s)
+        raise ConfigError(f"{first_line(err)}: {cli.where_options_are('bench', PROG)}") from None
+    check_bench_settings(s, DELTA)
     return s
-
-
-def check(s: DictConfig) -> None:
-    """Every value the bench reads, before it builds anything: one line naming the key and the fix."""
-    for key, minimum, why in (("image_size", 2, ""), ("batch_size", 2, " for BatchNorm (2 samples a batch)"),
-                              ("num_batches", int(1 / DELTA), f" (delta {DELTA} trains int({DELTA} N) >= 1 batches)"),
-                              ("repeats", 1, ""), ("eval_batch_size", 1, ""), ("native_size", 1, ""),
-                              ("projection.image_size", 2, ""), ("projection.batch_size", 2, ""),
-                              ("projection.epochs", 1, ""), ("projection.deltas", 1, ""), ("projection.seeds", 1, "")):
-        at_least(s, key, minimum, why)
-    for key in ("lr", "momentum"):
-        if not math.isfinite(value := number(s, key, f"{key}=0.005")) or value < 0:
-            raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}=0.005")
-    if s.threads is not None:
-        at_least(s, "threads", 1, " (null: torch's default)")
-    if s.peak_tflops is not None and number(s, "peak_tflops", "peak_tflops=989.4") <= 0:
-        raise ConfigError(f"peak_tflops={s.peak_tflops} must be positive: a dense bf16 peak in TFLOP/s, or null")
-    if not isinstance(s.compile, bool):
-        raise ConfigError(f"compile={s.compile} is not true or false: write compile=true or compile=false")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s.device)):
-        raise ConfigError(f"device={s.device} is not a device the bench runs on: use auto, cpu or cuda[:i]")
-    if not str(s.out_dir):
-        raise ConfigError("out_dir= is empty: name the directory for the table, e.g. out_dir=results/bench")
-    check_list(s, "authors_native_sizes", "authors_native_sizes=[8]")
-    for i in range(len(s.authors_native_sizes)):
-        at_least(s, f"authors_native_sizes.{i}", 1)
-    check_list(s, "runtimes", "runtimes=[paper_code,clean]")
-    protocols = group_choices("fidelity")
-    if not s.runtimes or any(r not in protocols for r in s.runtimes) or len(set(s.runtimes)) < len(s.runtimes):
-        raise ConfigError(f"runtimes={list(s.runtimes)} must name each protocol once, from {', '.join(protocols)}:"
-                          " e.g. runtimes=[paper_code,clean]")
-    check_list(s, "models", "models=[resnet18]")
-    if not s.models:
-        raise ConfigError("models=[] names no model: name one or more, e.g. models=[resnet18]")
-    for where, name in [*(("in models", m) for m in s.models), ("paper_model", s.paper_model)]:
-        if not isinstance(name, str) or not timm.is_model(name):
-            raise ConfigError(f"{name} ({where}) is not a timm model: use one of conf/model/ (resnet18, ...) or"
-                              " any name timm.list_models() lists")
-    for dataset in ("cifar10", "stl10"):  # part 3's shapes and part 5's interval are theirs
-        if len(OmegaConf.select(s, f"projection.datasets.{dataset}", default=None) or []) != 2:
-            raise ConfigError(f"projection.datasets.{dataset} must be [train samples, test samples], e.g. "
-                              f"projection.datasets.{dataset}=[50000,10000]")
-
-
-def check_list(s: DictConfig, key: str, example: str) -> None:
-    if not isinstance(s[key], ListConfig):
-        raise ConfigError(f"{key}={s[key]} is not a list: write it in brackets, e.g. {example}")
 
 
 @dataclass

@@ -1,18 +1,23 @@
-"""Checks on the command line before Hydra composes it, so a mistyped choice or key costs one line.
+"""The command line, checked before Hydra composes it, so a mistyped choice or key costs one line.
 
 Hydra's own answer to `detla=0.5` is several lines and exit code 1; to `dataset=foo` a list of
-search paths. These checks run first (train.main) and answer in one line with exit code 2; the
-Hydra callback ConfigCheck then checks the composed config before anything is written.
+search paths. The training command line is checked first (check_command_line, from train.main);
+`make tables` and `make bench` check theirs against their YAML (check_overrides, from
+cli.compose_checked). Each refusal is one line and exit code 2, naming the closest known key for a
+misspelt one. A `+key` Hydra has already added is refused from its callback (added_key_error).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from hydra.experimental.callback import Callback
-
+from hardsamples.cli import compose, override_text, where_options_are, written_defaults
+from hardsamples.config_checks import refuse
+from hardsamples.config_checks.keys import closest, flat_keys, has_key, under_target, user_callable_key, value_at
+from hardsamples.errors import ConfigError, first_line
 from hardsamples.layout import CONF_DIR, group_choices
 from hardsamples.record_schema import run_config
 
@@ -57,9 +62,6 @@ def hydra_flags() -> set[str]:
 
 def parse_one(arg: str):
     """One override as Hydra's parser reads it, or a one-line refusal naming how to write it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     try:
         return OverridesParser.create().parse_override(arg)
     except HydraException as err:
@@ -91,8 +93,6 @@ def check_additions_and_deletions(parsed) -> None:
 
 
 def defaults_tree() -> dict:
-    from hardsamples.cli import written_defaults
-
     return written_defaults("config")
 
 
@@ -100,11 +100,6 @@ def check_composes(parsed, multirun: bool) -> None:
     """The command line composed as Hydra will compose it (sweeps left out, every other override in, Hydra's
     config too): what is left of Hydra's errors (a misspelt hydra.* key, a value of the wrong type) is
     refused in one line; and a sweep is refused outside a multirun (Hydra: "Ambiguous value")."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from hardsamples.cli import compose, one_line
-
     single = [o.input_line for o in parsed if not o.is_sweep_override()]
     try:
         config = compose("config", single, return_hydra_config=True)
@@ -113,7 +108,7 @@ def check_composes(parsed, multirun: bool) -> None:
         if added is not None and "already" in str(err):  # +seed=1: Hydra adds only what is not there
             refuse(f"{added.input_line} adds {added.key_or_group}, which the config already has: write"
                    f" {added.input_line.lstrip('+')} without the '+'")
-        refuse(f"{one_line(err)}: {hydra_key_fix(parsed, single)}")
+        refuse(f"{first_line(err)}: {hydra_key_fix(parsed, single)}")
         return
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun and str(config.hydra.mode) != "RunMode.MULTIRUN":
@@ -125,14 +120,10 @@ def check_composes(parsed, multirun: bool) -> None:
 
 def hydra_key_fix(parsed, single: list[str]) -> str:
     """The fix for a command line Hydra cannot compose: the closest key for a misspelt hydra.* key."""
-    from hardsamples.cli import compose
-
     hydra_keys = [o for o in parsed if o.key_or_group.startswith("hydra.") and not o.is_add() and not o.is_delete()
                   and not o.is_force_add()]
     rest = [line for line in single if not line.lstrip("+~").startswith("hydra.")]
     try:
-        from omegaconf import OmegaConf
-
         tree = {"hydra": OmegaConf.to_container(compose("config", rest, return_hydra_config=True).hydra,
                                                 resolve=False)}
     except Exception:  # noqa: BLE001 - the fault is elsewhere: no better hint than Hydra's own line
@@ -156,9 +147,7 @@ def check_group_choices(overrides: list[str]) -> None:
         for choice in value.split(","):
             if choice not in group_choices(group):
                 hint = " or any timm model with model.name=<timm name>" if group == "model" else ""
-                print(f"error: unknown {group} '{choice}': choose one of {', '.join(group_choices(group))}{hint}",
-                      file=sys.stderr)
-                raise SystemExit(2)
+                refuse(f"unknown {group} '{choice}': choose one of {', '.join(group_choices(group))}{hint}")
 
 
 def check_override_keys(overrides: list[str]) -> None:
@@ -168,8 +157,6 @@ def check_override_keys(overrides: list[str]) -> None:
 
 
 def unknown_key_error(overrides: list[str]) -> str | None:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     lines = [o for o in overrides if "=" in o and not o.startswith("-")]
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
@@ -190,18 +177,9 @@ def unknown_key_error(overrides: list[str]) -> str | None:
             return f"unknown key {key} (in {override.input_line}): {fix}"
         options = next((value_at(config, key) for config in configs if has_key(config, key)), None)
         if isinstance(options, dict) and not isinstance(override.value(), dict) and not override.is_sweep_override():
-            from hardsamples.cli import replaced_options_error
-
             other = " (another optimizer: ++optimizer._target_=<its class>)" if key == "optimizer" else ""
             return replaced_options_error(override.input_line, key, options) + other
     return None
-
-
-def value_at(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def is_group(key: str) -> bool:
@@ -211,8 +189,6 @@ def is_group(key: str) -> bool:
 def compositions(group_overrides) -> list[dict]:
     """The run config (unresolved) under the chosen groups: the first value of each swept group, then
     each other value of one swept group at a time, so a key of any chosen option is known."""
-    from hardsamples.cli import compose
-
     first = {o.key_or_group: values_of(o)[0] for o in group_overrides if values_of(o)}
     variants = [first] + [{**first, o.key_or_group: value} for o in group_overrides for value in values_of(o)[1:]]
     configs = []
@@ -235,63 +211,9 @@ def values_of(override) -> list[str]:
     return [] if override.is_sweep_override() else [str(value)]
 
 
-def has_key(config: dict, key: str) -> bool:
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def user_callable_key(config: dict, key: str) -> bool:
-    """`X._target_` itself (a user's class for a node, e.g. optimizer._target_=torch.optim.AdamW), or a
-    key under a node that has one (its arguments)."""
-    return key.endswith("._target_") or under_target(config, key)
-
-
-def under_target(config: dict, key: str) -> bool:
-    """A key inside a node with `_target_` (dataset=custom's dataset.data) is an argument of the user's
-    own callable: any name may be added there."""
-    node = config
-    for part in key.split(".")[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-        if isinstance(node, dict) and "_target_" in node:
-            return True
-    return False
-
-
-def closest(key: str, known: list[str]) -> str | None:
-    """The known key most like a mistyped one (difflib), or None."""
-    import difflib
-
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def flat_keys(node, prefix: str = "") -> list[str]:
-    keys = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{prefix}{key}"
-            keys.append(path)
-            keys += flat_keys(value, path + ".")
-    return keys
-
-
-def refuse(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)  # passes through Hydra's callback and error handlers: nothing has been written
-
-
 def added_key_error(config) -> str | None:
     """`+detla=0.5` (what Hydra suggests for a typo) would add a key nothing reads: the run would train
     delta = 1.0 and report finished. Every `+` outside hydra.* is refused, naming the closest known key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
-
     lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
     tree = run_config(config, resolve=False)
     added = [o for o in OverridesParser.create().parse_overrides(lines)
@@ -308,96 +230,47 @@ def added_key_error(config) -> str | None:
     return f"unknown key {key} (added with {first.input_line}): {fix}"
 
 
-class ConfigCheck(Callback):
-    """Hydra callback (conf/config.yaml): checks made before Hydra writes anything into the output
-    directory, so a bad command line costs one line and leaves no directory behind."""
-
-    def on_run_start(self, config, **kwargs) -> None:
-        from hardsamples.errors import ConfigError
-        from hardsamples.records import check_not_a_file
-        from hardsamples.validation import check_settings
-
-        if (error := added_key_error(config)) is not None:
-            refuse(error)
-        run_dir = Path(str(config.hydra.run.dir))
+def check_overrides(config_name: str, argv: list[str], prog: str) -> None:
+    """Every override sets one existing option to one value: Hydra would add a `+key` nobody reads, run
+    a sweep `a,b` as its first value, or hand `wandb=3` on where a group of options is expected."""
+    parser = OverridesParser.create()
+    options = written_defaults(config_name)
+    for text in argv:
         try:
-            check_not_a_file(run_dir)
-            check_settings(config)
-        except ConfigError as err:
-            refuse(str(err))
-        for error in (cannot_make(run_dir, "run directory", "run_name= / sweep_name="), disk_full(run_dir)):
-            if error is not None:
-                refuse(error)  # Hydra makes the directory before the run starts: its traceback otherwise
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        if (error := added_key_error(config)) is not None:
-            refuse(error)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        if sweep_dir.exists() and not sweep_dir.is_dir():
-            refuse(f"the sweep directory {sweep_dir} is a file: delete or move that file, or pass another sweep_name=")
-        if sweep_dir.is_dir() and not os.access(sweep_dir, os.W_OK):  # Hydra writes multirun.yaml there first
-            refuse(f"the sweep directory {sweep_dir} is not writable: make it writable, or pass sweep_name=<new sweep>"
-                   " to write the sweep elsewhere")
-        for error in (cannot_make(sweep_dir, "sweep directory", "sweep_name="), disk_full(sweep_dir),
-                      launcher_error(config)):
-            if error is not None:
-                refuse(error)
+            override = parser.parse_override(text)
+        except HydraException as err:  # the parser's syntax errors
+            raise ConfigError(f"cannot read '{text}' ({first_line(err)}): write key=value with a key of "
+                              f"conf/{config_name}.yaml ({prog} --help lists them)") from None
+        key = override.key_or_group
+        current = lookup(options, key, config_name, prog)
+        if override.is_add() or override.is_force_add() or override.is_delete():
+            sign = text[:len(text) - len(text.lstrip("+~"))]
+            raise ConfigError(f"{text}: {prog} neither adds nor deletes options: write {key}=<value> without "
+                              f"the '{sign}'")
+        if override.is_sweep_override():
+            raise ConfigError(f"{text} is a sweep: {prog} takes one value per key, e.g. "
+                              f"{key}={text.split('=', 1)[1].split(',')[0]}")
+        if isinstance(current, dict) and not isinstance(override.value(), dict):
+            raise ConfigError(replaced_options_error(text, key, current))
 
 
-def nearest_existing(directory: Path) -> Path:
-    """directory itself, or the closest of its parents that exists (what Hydra's mkdir meets first)."""
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent
-    return directory
+def replaced_options_error(text: str, key: str, options: dict) -> str:
+    """`optimizer=adam` where optimizer is a group of options (lr, momentum, ...), not a choice."""
+    first = next(iter(options), "key")
+    return (f"{text} replaces the group of options {key} ({', '.join(options)}) with one value: "
+            f"set them one by one, e.g. {key}.{first}={override_text(options.get(first))}")
 
 
-def cannot_make(directory: Path, what: str, elsewhere: str) -> str | None:
-    """Why a directory that does not exist yet cannot be made (a file, or a read-only folder, where a parent
-    should be), or None."""
-    existing = nearest_existing(directory)
-    if existing == directory:
-        return None
-    if not existing.is_dir():
-        return (f"the {what} {directory} cannot be made: {existing} is a file: delete or move that file, or pass"
-                f" another {elsewhere}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return (f"the {what} {directory} cannot be made: {existing} is not writable: make it writable, or pass"
-                f" another {elsewhere}")
-    return None
-
-
-MIN_FREE_BYTES = 1 << 20  # less than this cannot hold even a run's first record (Hydra's multirun.yaml, run.json)
-
-
-def disk_full(directory: Path) -> str | None:
-    """A disk (or quota) already full where the run or sweep would write: refused before Hydra writes its first
-    file there (its traceback otherwise). A disk that fills up later is each run's to report (train.py)."""
-    import shutil
-
-    existing = nearest_existing(directory)
-    try:
-        free = shutil.disk_usage(existing).free
-    except OSError:
-        return None
-    if free >= MIN_FREE_BYTES:
-        return None
-    return (f"no space left where {directory} would be written ({free // 1024} KiB free on the disk of {existing}):"
-            " free space there, or pass another sweep_name= / hydra.run.dir= to write elsewhere")
-
-
-def launcher_error(config) -> str | None:
-    """A launcher that cannot start: joblib with n_jobs=0 (or not a whole number), SLURM where sbatch is not
-    installed. Hydra's answer to both is a traceback once the sweep has begun."""
-    import shutil
-
-    launcher = config.hydra.launcher
-    target = str(launcher.get("_target_", ""))
-    if "Joblib" in target:
-        n_jobs = launcher.get("n_jobs")
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-            return (f"hydra.launcher.n_jobs={n_jobs} is not a number of jobs: use a whole number >= 1 (or -1 for"
-                    " one per CPU), e.g. hydra.launcher.n_jobs=2")
-    if "SlurmLauncher" in target and shutil.which("sbatch") is None:
-        return ("launcher=slurm needs SLURM's sbatch, which is not on PATH here: run the sweep on a SLURM login"
-                " node, or use launcher=joblib (this machine) or launcher=submitit_local")
-    return None
+def lookup(options: dict, key: str, config_name: str, prog: str):
+    """The written value at a dotted key, or a ConfigError naming the closest known key."""
+    node, parts = options, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            parent = ".".join(parts[:depth])
+            siblings = list(node) if isinstance(node, dict) else []
+            close = closest(part, siblings)
+            hint = f"did you mean {'.'.join([*parts[:depth], close])}? " if close else ""
+            scope = f"{parent} has {', '.join(siblings)}; " if parent and siblings else ""
+            raise ConfigError(f"unknown option '{key}': {hint}{scope}{where_options_are(config_name, prog)}")
+        node = node[part]
+    return node
