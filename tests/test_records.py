@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import read_metrics, train_in_process
-from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
+from hardsamples.record_files import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
 
 
 def test_a_finished_run_writes_the_documented_record(tmp_path):

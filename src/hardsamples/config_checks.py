@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from hardsamples.layout import CONF_DIR, group_choices
-from hardsamples.record_schema import run_config
+from hardsamples.record_files import recorded_config
 
 
 # Hydra's flags that take a value (the value is no override); with any of them the command line is left to
@@ -221,7 +221,7 @@ def compositions(group_overrides) -> list[dict]:
             config = compose("config", [f"{k}={v}" for k, v in choices.items()])
         except Exception:  # noqa: BLE001 - an unknown choice is check_group_choices' or Hydra's to name
             continue
-        configs.append(run_config(config, resolve=False))
+        configs.append(recorded_config(config, resolve=False))
     return configs
 
 
@@ -293,7 +293,7 @@ def added_key_error(config) -> str | None:
     from omegaconf import OmegaConf
 
     lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    tree = run_config(config, resolve=False)
+    tree = recorded_config(config, resolve=False)
     added = [o for o in OverridesParser.create().parse_overrides(lines)
              if o.is_add() and not o.key_or_group.startswith("hydra") and not user_callable_key(tree, o.key_or_group)]
     if not added:
@@ -314,7 +314,7 @@ class ConfigCheck(Callback):
 
     def on_run_start(self, config, **kwargs) -> None:
         from hardsamples.errors import ConfigError
-        from hardsamples.records import check_not_a_file
+        from hardsamples.record_files import check_not_a_file
         from hardsamples.validation import check_settings
 
         if (error := added_key_error(config)) is not None:
