@@ -275,8 +275,11 @@ class JobNote:
 def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
     """Every job note in a sweep directory, by its path: each run directory's latest job.json, and
     the notes of jobs refused a run directory another process held (job.refused-*.json)."""
-    notes = {path: read_job_note(path) for path in sorted(Path(sweep_dir).glob("*/job*.json"))}
-    return {path: note for path, note in notes.items() if note is not None}  # unreadable: the summary reports what it can
+    notes = {}
+    for path in sorted(Path(sweep_dir).glob("*/job*.json")):
+        if (note := read_job_note(path)) is not None:  # one unreadable is left out: the summary reports what it can
+            notes[path] = note
+    return notes
 
 
 # --- the sweep job ---------------------------------------------------------------------------------
