@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from conftest import train_in_process
 from hardsamples import sweep
 from hardsamples.errors import ConfigError
-from hardsamples.records import write_json
+from hardsamples.record_files import write_json
 
 
 def hardsamples_lines(caplog) -> list[str]:

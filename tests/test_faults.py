@@ -16,14 +16,14 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 # Imported first by the run's interpreter: the records' writes fail with ENOSPC after the first few.
 FULL_DISK = """
 import errno, os
-import hardsamples.records as records
-real, calls = records.write_atomic, [0]
+import hardsamples.record_files as record_files
+real, calls = record_files.write_atomic, [0]
 def write_atomic(path, data):
     calls[0] += 1
     if calls[0] > int(os.environ["WRITES_BEFORE_FULL"]):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real(path, data)
-records.write_atomic = write_atomic
+record_files.write_atomic = write_atomic
 """
 
 

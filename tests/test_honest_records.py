@@ -373,9 +373,9 @@ def test_a_limit_raised_deliberately_lets_the_size_through():
 
 def test_limits_are_not_part_of_what_a_run_is_compared_by():
     """Raising a limit never makes a finished run look like another config (a rerun still skips it)."""
-    from hardsamples.record_schema import comparable, run_config
+    from hardsamples.record_files import comparable, recorded_config
 
-    low, high = (run_config(compose_config([*TINY, f"limits.epochs={n}"])) for n in (100, 200))
+    low, high = (recorded_config(compose_config([*TINY, f"limits.epochs={n}"])) for n in (100, 200))
     assert comparable(low) == comparable(high)
 
 

@@ -16,8 +16,7 @@ from hardsamples.analysis.inference import tost_paired
 from hardsamples.analysis.mechanism import mechanism_table, overlap_with, run_measures
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.plan import load_plan
-from hardsamples.record_schema import ROUND_LOSS_COLUMNS
-from hardsamples.records import write_csv
+from hardsamples.record_files import ROUND_LOSS_COLUMNS, write_csv
 from test_tables import tables_for, write_run
 
 # ---------------------------------------------------------------------------------- endpoints

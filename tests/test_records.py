@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import read_metrics, train_in_process
-from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, TRACE_COLUMNS
+from hardsamples.record_files import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, METRIC_WANDB_KEYS, TRACE_COLUMNS
 
 
 def test_a_finished_run_writes_the_documented_record(tmp_path):
@@ -118,3 +120,18 @@ def test_torch_threads_follow_the_slurm_allocation(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_record_files_and_the_tables_load_without_torch_or_wandb():
+    """`make tables` reads records where torch is not installed: the record's files, the W&B mirror's names and
+    analysis/ import neither torch nor wandb."""
+    probe = ("import sys, hardsamples.record_files, hardsamples.wandb_mirror, hardsamples.analysis.loading,"
+             " hardsamples.analysis.report, hardsamples.tables;"
+             " print(sorted(name for name in ('torch', 'wandb') if name in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_every_metrics_column_has_one_wandb_key():
+    assert list(METRIC_WANDB_KEYS) == METRIC_COLUMNS
+    assert len(set(METRIC_WANDB_KEYS.values())) == len(METRIC_COLUMNS)

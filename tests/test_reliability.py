@@ -250,11 +250,11 @@ def test_sigint_ends_a_run_in_one_line_and_marks_it_interrupted(tmp_path):
 
 
 def test_records_are_written_with_the_umask_permissions(tmp_path):
-    from hardsamples import records
+    from hardsamples import record_files
     old = os.umask(0o022)
     try:
-        records.write_json(tmp_path / "run.json", {"status": "running"})
-        records.write_csv(tmp_path / "metrics.csv", ["a"], [{"a": 1}])
+        record_files.write_json(tmp_path / "run.json", {"status": "running"})
+        record_files.write_csv(tmp_path / "metrics.csv", ["a"], [{"a": 1}])
     finally:
         os.umask(old)
     assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o644

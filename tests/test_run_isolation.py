@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import TINY, compose_config, run_cli, train_in_process
-from hardsamples import records
+from hardsamples import record_files, records
 from hardsamples.errors import ConfigError
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -31,7 +31,7 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
     """Every file of a run but its lock file, which names the last process that held the directory (a process
     refused after it held the directory, e.g. for another config, was that process)."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name != records.LOCK_NAME}
+            if p.is_file() and p.name != record_files.LOCK_NAME}
 
 
 # --- Hydra's files: written by the holder only ----------------------------------------------------------------
@@ -66,23 +66,23 @@ def test_hydra_writes_nothing_into_a_run_directory_before_the_run_holds_it():
 
 def test_a_write_into_a_deleted_held_directory_is_refused_and_makes_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    with records.hold_run_dir(run_dir):
-        records.write_json(run_dir / "run.json", {"status": "running"})
+    with record_files.hold_run_dir(run_dir):
+        record_files.write_json(run_dir / "run.json", {"status": "running"})
         shutil.rmtree(run_dir)
-        with pytest.raises(records.LostHold, match=r"was deleted or replaced while this run held it"):
-            records.write_json(run_dir / "run.json", {"status": "finished"})
+        with pytest.raises(record_files.LostHold, match=r"was deleted or replaced while this run held it"):
+            record_files.write_json(run_dir / "run.json", {"status": "finished"})
     assert not run_dir.exists()
 
 
 def test_a_write_into_a_held_directory_another_run_has_remade_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    with records.hold_run_dir(run_dir):
+    with record_files.hold_run_dir(run_dir):
         shutil.rmtree(run_dir)
         run_dir.mkdir()
-        (run_dir / records.LOCK_NAME).write_text("other-host:1\n")  # another process's lock file
+        (run_dir / record_files.LOCK_NAME).write_text("other-host:1\n")  # another process's lock file
         (run_dir / "run.json").write_text('{"status": "running", "who": "the other run"}')
-        with pytest.raises(records.LostHold):
-            records.write_json(run_dir / "run.json", {"status": "finished"})
+        with pytest.raises(record_files.LostHold):
+            record_files.write_json(run_dir / "run.json", {"status": "finished"})
     assert json.loads((run_dir / "run.json").read_text())["who"] == "the other run"
 
 
@@ -96,11 +96,11 @@ def test_a_run_whose_directory_is_deleted_mid_run_stops_and_leaves_the_new_run_a
         real_add(record, row, *rows)
         shutil.rmtree(run_dir)
         run_dir.mkdir()
-        (run_dir / records.LOCK_NAME).write_text("other-host:2\n")
+        (run_dir / record_files.LOCK_NAME).write_text("other-host:2\n")
         (run_dir / "run.json").write_text('{"status": "running", "who": "the other run"}')
 
     monkeypatch.setattr(records.RunRecord, "add_interval", add_then_replaced)
-    with pytest.raises(records.LostHold):
+    with pytest.raises(record_files.LostHold):
         train_in_process(run_dir, ["epochs=2"])
     assert json.loads((run_dir / "run.json").read_text()) == {"status": "running", "who": "the other run"}
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "run.json"]
@@ -262,7 +262,7 @@ def test_a_full_disk_in_a_sweep_job_fails_that_job_and_the_sweep_goes_on(tmp_pat
     def full(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(records, "write_json", full)
+    monkeypatch.setattr(record_files, "write_json", full)
     cfg = compose_config(TINY)
     assert sweep.sweep_job(cfg, tmp_path / "run", 0, run_one=lambda cfg, run_dir: "finished") == "failed"
 

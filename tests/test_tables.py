@@ -14,8 +14,7 @@ from hardsamples.analysis import aggregate
 from hardsamples import wandb_mirror
 from hardsamples.analysis.loading import load_records, load_wandb
 from hardsamples.analysis.paper import MODEL_ORDER, load_paper
-from hardsamples.record_schema import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS
-from hardsamples.records import write_csv, write_json
+from hardsamples.record_files import BATCH_ACCURACY_COLUMNS, METRIC_COLUMNS, write_csv, write_json
 from hardsamples.analysis.inference import t_interval
 from hardsamples.analysis.columns import DELTA
 from hardsamples.analysis.report import build
@@ -305,7 +304,7 @@ class FakeWandbRun:
         header = json.loads((run_dir / "run.json").read_text())
         self.id, self.state = header["run_id"], "finished"
         self.name, self.group = wandb_mirror.display_name(header, run_dir), wandb_mirror.cell_group(header)
-        self.config = wandb_mirror.run_config(header)
+        self.config = wandb_mirror.wandb_config(header)
         self.summary = {**wandb_mirror.summary_fields(header), "status": header["status"]}  # status: at finish
         rows = pd.read_csv(run_dir / "metrics.csv").astype(object).to_dict("records")
         rows = [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in rows]

@@ -24,9 +24,9 @@ pytest.importorskip("wandb")  # the W&B client is optional at run time (a GPU ma
 from conftest import TINY, compose_config
 from hardsamples import wandb_mirror
 from hardsamples.analysis.loading import load_records, load_wandb
-from hardsamples.record_schema import WANDB_SUMMARY_FIELDS
+from hardsamples.record_files import METRIC_WANDB_KEYS, WANDB_SUMMARY_FIELDS
 from hardsamples.sweep import SWEPT_ENV
-from hardsamples.wandb_mirror import METRIC_KEYS, WandbMirror, logged_in, resolve_mode
+from hardsamples.wandb_mirror import WandbMirror, logged_in, resolve_mode
 
 TINY_OFFLINE = [arg for arg in TINY if not arg.startswith("logger.wandb.mode=")] + ["logger.wandb.mode=offline"]
 CELL = "demo/test_resnet/synthetic/standard/d1.0/paper_code/E3_B64_16px"  # hard_batches at delta = 1 is recorded standard
@@ -99,7 +99,7 @@ def test_every_interval_is_logged_under_its_section_against_interval(offline_run
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert len(history) == len(metrics) == 3
     for logged, row in zip(history, metrics.to_dict("records")):
-        assert set(logged) == set(METRIC_KEYS.values()) | {"_step", "_runtime", "_timestamp"}
+        assert set(logged) == set(METRIC_WANDB_KEYS.values()) | {"_step", "_runtime", "_timestamp"}
         assert logged["_step"] == logged["interval"] == row["interval"]
         assert logged["train/loss"] == row["train_loss"] and logged["test/top1"] == row["test_top1"]
         assert logged["train/seen_loss"] == row["seen_train_loss"] and logged["time/seconds"] == row["seconds"]

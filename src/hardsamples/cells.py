@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Iterable
 
-from hardsamples.record_schema import NOT_COMPARED, comparable
+from hardsamples.record_files import NOT_COMPARED, comparable
 
 PROTOCOL = ["fidelity", "epochs", "batch_size", "image_size"]  # what makes two records measure the same thing
 # In this order: every field before "settings" is a block of the tables (what delta = 1 is compared within).

@@ -5,7 +5,7 @@ batches chosen at random. Its stored losses are stale (a batch's loss is written
 so the choice may be hard on paper only. Once per interval, at the first round that starts in it
 (after round 0, and only for policies that choose k < N batches), the probe measures every fixed
 batch's loss on the current model, one forward pass each, and writes one row of round_losses.csv
-(record_schema.ROUND_LOSS_COLUMNS):
+(record_files.ROUND_LOSS_COLUMNS):
 
   fresh_mean          mean loss of all N batches: what k batches drawn at random get on average
   chosen_fresh_mean   mean loss of the k chosen batches on the same model: above fresh_mean when the

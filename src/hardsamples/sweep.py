@@ -24,7 +24,6 @@ The sweep summary reads these.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import fcntl
 import hashlib
@@ -45,9 +44,9 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hardsamples import cells, records, slices
+from hardsamples import cells, record_files, records, slices
 from hardsamples.errors import ConfigError, Terminated, stop_reason
-from hardsamples.record_schema import NOT_COMPARED, OVER, comparable, run_config
+from hardsamples.record_files import NOT_COMPARED, OVER, comparable, read_job_note, recorded_config
 
 log = logging.getLogger("hardsamples")
 _claimed_lock = None  # the open lock file of this process's GPU, kept open for the process's life
@@ -98,7 +97,7 @@ def compared_keys_swept(swept) -> list[str]:
 
 
 def config_hash(config: dict) -> str:
-    """A short stable hash of the config a run is compared by (record_schema.comparable)."""
+    """A short stable hash of the config a run is compared by (record_files.comparable)."""
     return hashlib.sha256(json.dumps(comparable(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -165,7 +164,7 @@ def _sweep_subdir(*, _root_) -> str:
     swept = job_swept_keys(_root_)
     if not compared_keys_swept(swept):
         return str(_root_.run_name)
-    return run_dir_name(run_config(_root_), swept)
+    return run_dir_name(recorded_config(_root_), swept)
 
 
 OmegaConf.register_new_resolver("sweep_subdir", _sweep_subdir, replace=True)
@@ -224,11 +223,8 @@ def ended_note_of_this_job(run_dir: Path) -> dict | None:
     job_id = scheduler_job_id()
     if job_id is None:
         return None
-    try:
-        note = records.read_json(Path(run_dir) / "job.json")
-    except (OSError, ValueError):
-        return None
-    if isinstance(note, dict) and note.get("scheduler_job_id") == job_id \
+    note = read_job_note(Path(run_dir) / "job.json")
+    if note is not None and note.get("scheduler_job_id") == job_id \
             and note.get("outcome") in ("finished", "resumed", "skipped", "diverged"):
         return note
     return None
@@ -240,11 +236,8 @@ class JobNote:
     def __init__(self, run_dir: Path, job_num: int):
         attempt, sweep_id = uuid.uuid4().hex[:12], os.environ.get(SWEEP_ID_ENV)
         self.path = Path(run_dir) / "job.json"
-        try:
-            there = records.read_json(self.path)
-        except (OSError, ValueError):
-            there = None
-        if sweep_id and isinstance(there, dict) and there.get("sweep_id") == sweep_id and there.get("job_num") != job_num:
+        there = read_job_note(self.path)
+        if sweep_id and there is not None and there.get("sweep_id") == sweep_id and there.get("job_num") != job_num:
             # Another job of this same sweep had this run (a key the run is not compared by, e.g.
             # record.trace, or a value listed twice): its note stays, this job's goes beside it.
             self.path = Path(run_dir) / f"job.also-{attempt}.json"
@@ -252,11 +245,11 @@ class JobNote:
                        "scheduler_job_id": scheduler_job_id(), "host": socket.gethostname(), "pid": os.getpid(),
                        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                        "started_at": time.time(), "ended_at": None}
-        records.write_json(self.path, {**self.fields, "outcome": "running"})
+        record_files.write_json(self.path, {**self.fields, "outcome": "running"})
 
     def close(self, outcome: str, error: str | None = None) -> None:
         self.fields.update(outcome=outcome, error=error, ended_at=time.time())
-        records.write_json(self.path, self.fields)
+        record_files.write_json(self.path, self.fields)
 
     @staticmethod
     def refused(run_dir: Path, job_num: int, error: str) -> None:
@@ -274,7 +267,7 @@ class JobNote:
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "started_at": time.time(), "ended_at": time.time()}
         try:
-            records.write_json(Path(run_dir) / name.format(attempt=attempt), note)
+            record_files.write_json(Path(run_dir) / name.format(attempt=attempt), note)
         except OSError:
             pass  # the directory is a file or read-only: the job's log still has the error
 
@@ -284,11 +277,7 @@ def read_job_notes(sweep_dir: Path) -> dict[Path, dict]:
     the notes of jobs refused a run directory another process held (job.refused-*.json)."""
     notes = {}
     for path in sorted(Path(sweep_dir).glob("*/job*.json")):
-        try:
-            note = records.read_json(path)
-        except (OSError, ValueError):
-            continue  # unreadable: the summary reports what it can
-        if isinstance(note, dict):
+        if (note := read_job_note(path)) is not None:  # one unreadable is left out: the summary reports what it can
             notes[path] = note
     return notes
 
@@ -312,9 +301,9 @@ def sweep_job(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callable[[D
     if gpu is not None:
         log.info("%s: job %d runs on GPU %s", cfg.run_name, job_num, gpu)
     try:
-        with records.hold_run_dir(run_dir):
+        with record_files.hold_run_dir(run_dir):
             outcome = sweep_job_held(cfg, run_dir, job_num, run_one)
-    except records.LostHold as err:  # the directory was deleted under the run: nothing more is written there
+    except record_files.LostHold as err:  # the directory was deleted under the run: nothing more is written there
         log.error("%s failed: %s", cfg.run_name, err)
         outcome = "failed"
     except ConfigError as err:  # the directory is in use (or is a file): this job's note goes beside it
@@ -344,14 +333,14 @@ def sweep_job_held(cfg: DictConfig, run_dir: Path, job_num: int, run_one: Callab
             log.error("%s failed: %s", cfg.run_name, err)  # bad input or a full disk: its line says it all
         else:
             log.exception("%s failed", cfg.run_name)
-        with contextlib.suppress(OSError, records.LostHold):  # a full disk refuses the note too: the log has it
+        with contextlib.suppress(OSError, record_files.LostHold):  # a full disk refuses the note too: the log has it
             note.close("failed", f"{type(err).__name__}: {err}")
         return "failed"
     except slices.BudgetSpent as err:  # at_budget=stop: recorded interrupted; the next slice resumes it
         note.close("stopped", str(err))
         return "stopped"
     except (Terminated, SystemExit, KeyboardInterrupt) as err:  # the job process ends: note why, then end
-        with contextlib.suppress(OSError, records.LostHold):
+        with contextlib.suppress(OSError, record_files.LostHold):
             note.close("failed", stop_reason(err))
         raise
     after = records.read_record(run_dir)
@@ -482,12 +471,11 @@ def summary_text(sweep_dir: Path, notes: dict[Path, dict], seconds: float) -> st
 def final_row(run_dir: Path) -> tuple[dict, dict] | None:
     """run.json and the last metrics.csv row of a finished run, or None."""
     try:
-        header = records.read_json(run_dir / "run.json")
-        with open(run_dir / "metrics.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+        header = record_files.read_run_json(run_dir / "run.json")
+        rows = record_files.read_rows(run_dir, "metrics.csv")
     except (OSError, ValueError):
         return None
-    if not isinstance(header, dict) or header.get("status") != "finished" or not rows:
+    if header["status"] != "finished" or not rows:
         return None
     return header, rows[-1]
 

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hardsamples import records, slices
+from hardsamples import record_files, records, slices
 from hardsamples.config_checks.command_line import check_command_line
 from hardsamples.config_checks.data import check_split_sizes
 from hardsamples.config_checks.loop import check_loop
@@ -50,7 +50,7 @@ from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evalua
 from hardsamples.layout import CONF_DIR
 from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss, segments_to_trace
 from hardsamples.probe import RoundProbe
-from hardsamples.record_schema import RunHeader
+from hardsamples.record_files import RunHeader, batch_accuracy_rows, metrics_row
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
 from hardsamples.sweep import bar_position, sweep_job
@@ -63,11 +63,11 @@ def run(cfg: DictConfig, run_dir: Path) -> str:
     """Train one run to its end and return its status: finished or diverged (a run that fails or is
     stopped from outside raises, after recording itself failed or interrupted).
 
-    The run holds its directory (records.hold_run_dir) from before it reads the old record until it
+    The run holds its directory (record_files.hold_run_dir) from before it reads the old record until it
     has written its last file, so a second process on the same directory is refused, never mixed in.
     """
     check_settings(cfg)
-    with records.hold_run_dir(run_dir) as writable, sigterm_raises():
+    with record_files.hold_run_dir(run_dir) as writable, sigterm_raises():
         return run_held(cfg, Path(run_dir), writable)
 
 
@@ -92,7 +92,7 @@ def sigterm_raises():
 
 def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     if writable:
-        for tmp in records.remove_temporary_files(run_dir):
+        for tmp in record_files.remove_temporary_files(run_dir):
             log.info("%s: removed %s, left by a process killed while writing it", run_dir, tmp.name)
     old = records.previous_run(run_dir, OmegaConf.to_container(cfg, resolve=True))
     if records.is_over(run_dir, old):
@@ -101,7 +101,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     if not writable:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
-    records.start_run_files(run_dir, cfg)
+    record_files.start_run_files(run_dir, cfg)
 
     log.info("%s: %s", cfg.run_name, settings_line(cfg))
     threads_from_allocation()
@@ -128,7 +128,7 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
             record.checkpoint_path.unlink(missing_ok=True)  # the run is over: nothing left to resume
     except BaseException as err:
         # a full disk may refuse this write too (or the directory is gone): the first error is the one to tell
-        with contextlib.suppress(OSError, records.LostHold):
+        with contextlib.suppress(OSError, record_files.LostHold):
             record.set_status(ended_status(err), error=stop_reason(err))
         if mirror is not None:
             mirror.finish(ended_status(err))
@@ -328,7 +328,7 @@ class LogLines(io.TextIOBase):
 
 def write_final_accuracy(loop: UpdateLoop, record: RunRecord, settings: EvalSettings,
                          train: EvalResult | None, test: EvalResult | None) -> None:
-    """batch_accuracy.csv: the final model's top-1 per evaluation batch, both kinds (record_schema).
+    """batch_accuracy.csv: the final model's top-1 per evaluation batch, both kinds (record_files).
 
     The batch-level rows cover the whole training set, also when the intervals evaluated a subset;
     and a run resumed after its last row was written has no results at hand. In BatchNorm's train
@@ -340,26 +340,16 @@ def write_final_accuracy(loop: UpdateLoop, record: RunRecord, settings: EvalSett
     if test is None:
         test = evaluate(loop.model, data, data.test_images, data.test_labels, settings)
     final = final_evaluation(loop.model, data, settings, train, test)
-    record.write_batch_accuracy(batch_rows("interval", train, test) + batch_rows("final", *final))
-
-
-def batch_rows(evaluation: str, train: EvalResult, test: EvalResult) -> list[dict]:
-    return [{"split": split, "evaluation": evaluation, "batch": i, "samples": n, "top1": acc}
-            for split, result in (("train", train), ("test", test))
-            for i, (n, acc) in enumerate(zip(result.batch_sizes, result.batch_top1))]
+    record.write_batch_accuracy(batch_accuracy_rows("interval", train, test) + batch_accuracy_rows("final", *final))
 
 
 def interval_row(interval, loop, seen_loss, train, test, stopwatch, train_seconds) -> dict:
-    return {"interval": interval, "updates": loop.state.updates,
-            "train_loss": train.loss if train else None, "train_top1": train.top1 if train else None,
-            "seen_train_loss": seen_loss,
-            "test_loss": test.loss if test else None, "test_top1": test.top1 if test else None,
-            "seconds": round(stopwatch.seconds, 3), "train_seconds": round(train_seconds, 6),
-            "extra_forward_passes": loop.state.extra_forward_passes}
+    return metrics_row(interval, loop.state.updates, seen_loss, train, test, stopwatch.seconds, train_seconds,
+                       loop.state.extra_forward_passes)
 
 
 def run_header(cfg: DictConfig, loop: UpdateLoop, runtime: Runtime, old: dict | None) -> dict:
-    """run.json's fields (record_schema.RunHeader); identity and start kept from an interrupted run."""
+    """run.json's fields (record_files.RunHeader); identity and start kept from an interrupted run."""
     data = loop.data
     return asdict(RunHeader(
         status="running", error=None, run_id=old["run_id"] if old else uuid.uuid4().hex[:12],

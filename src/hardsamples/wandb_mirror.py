@@ -11,7 +11,8 @@ researcher finds there:
             hard_batches run at delta = 1 is Algorithm 1 and is recorded as standard)
   job_type  the recorded method;  tags: sweep=, model=, dataset=, method=, delta=, seed=, fidelity=
   config    the resolved Hydra config, and the run's identity under `identity`
-  history   METRIC_KEYS (train/..., test/..., time/...) against `interval`, which is also W&B's step
+  history   each metrics.csv column under its W&B key (record_files.METRICS: train/..., test/..., time/...)
+            against `interval`, which is also W&B's step
   summary   the best loss (min) and top-1 (max) beside the last; the record's method, sizes, status
 
 W&B's own environment applies wherever logger.wandb leaves a value null: WANDB_PROJECT,
@@ -21,7 +22,7 @@ followed; and credentials are found by W&B's own lookup. The console stays quiet
 among the run's log lines unless asked (logger.wandb.silent=false, or WANDB_SILENT/WANDB_QUIET set),
 and a W&B that cannot start is one warning.
 
-This module imports neither torch nor wandb at load time: analysis/loading.py reads METRIC_KEYS.
+This module imports neither torch nor wandb at load time.
 """
 
 from __future__ import annotations
@@ -35,27 +36,15 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 from hardsamples import cells
-from hardsamples.record_schema import WANDB_SUMMARY_FIELDS
+from hardsamples.record_files import METRIC_WANDB_KEYS, WANDB_SUMMARY_FIELDS
 
 log = logging.getLogger(__name__)
 
-# metrics.csv column -> the key logged to W&B. `interval` is the x axis of every chart.
-METRIC_KEYS = {
-    "interval": "interval",
-    "updates": "train/updates",
-    "train_loss": "train/loss",
-    "train_top1": "train/top1",
-    "seen_train_loss": "train/seen_loss",
-    "test_loss": "test/loss",
-    "test_top1": "test/top1",
-    "seconds": "time/seconds",
-    "train_seconds": "time/train_seconds",
-    "extra_forward_passes": "train/extra_forward_passes",
-}
-STEP_METRIC = METRIC_KEYS["interval"]
+STEP_METRIC = METRIC_WANDB_KEYS["interval"]
 # The summary of a key: the best value beside the last one (W&B's default keeps only the last).
-BEST_SUMMARIES = {"train/loss": "min,last", "train/seen_loss": "min,last", "test/loss": "min,last",
-                  "train/top1": "max,last", "test/top1": "max,last"}
+BEST_SUMMARIES = {METRIC_WANDB_KEYS[column]: summary for column, summary in (
+    ("train_loss", "min,last"), ("seen_train_loss", "min,last"), ("test_loss", "min,last"),
+    ("train_top1", "max,last"), ("test_top1", "max,last"))}
 # The run.json fields that say what a run is: its W&B tags, and `identity` in its W&B config.
 MODES = ("auto", "online", "offline", "disabled")  # logger.wandb.mode
 TAG_FIELDS = ("sweep", "model", "dataset", "method", "delta", "seed", "fidelity")
@@ -174,8 +163,8 @@ def run_tags(header: dict, extra=None) -> list[str]:
     return list(dict.fromkeys(tag.strip()[:MAX_TAG] for tag in tags if tag.strip()))
 
 
-def run_config(header: dict) -> dict:
-    """The resolved Hydra config, with the identity at the top (the config's own `method` is the
+def wandb_config(header: dict) -> dict:
+    """The W&B run's config: the resolved Hydra config, with the identity at the top (the config's own `method` is the
     method config, which at delta = 1 is not the method recorded)."""
     return {**header["config"], "identity": {key: header[key] for key in TAG_FIELDS}}
 
@@ -187,7 +176,7 @@ def summary_fields(header: dict) -> dict:
 
 def logged_row(row: dict) -> dict:
     """A metrics.csv row as logged: W&B keys, empty values left out (a diverged interval has no evaluation)."""
-    return {METRIC_KEYS.get(column, column): value for column, value in row.items() if value is not None}
+    return {METRIC_WANDB_KEYS.get(column, column): value for column, value in row.items() if value is not None}
 
 
 def setting(wandb_cfg, key: str, default=None):
@@ -215,7 +204,7 @@ def init_arguments(wandb_cfg, header: dict, run_dir) -> dict:
         "name": configured(wandb_cfg, "name", display_name(header, run_dir)),
         "job_type": configured(wandb_cfg, "job_type", header["method"]),
         "tags": run_tags(header, setting(wandb_cfg, "tags")),
-        "config": run_config(header),
+        "config": wandb_config(header),
         "id": header["run_id"],
         "resume": "allow",
         "dir": None if os.environ.get("WANDB_DIR") else str(run_dir),  # None: W&B follows WANDB_DIR

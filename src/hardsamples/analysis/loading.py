@@ -21,19 +21,16 @@ import pandas as pd
 
 from hardsamples import cells
 from hardsamples.errors import ConfigError
-from hardsamples.record_schema import IDENTITY_FIELDS, STATUSES
-from hardsamples.wandb_mirror import METRIC_KEYS
+from hardsamples.record_files import (IDENTITY_FIELDS, METRIC_COLUMNS, METRIC_RANGES, METRIC_WANDB_KEYS, STATUSES,
+                                      UnusableFile, read_json, read_run_json)
 from hardsamples.analysis.inference import t_interval
 
-# run.json's identity fields (record_schema), with where the row came from after the run's id and name.
+# run.json's identity fields (record_files), with where the row came from after the run's id and name.
 IDENTITY = [*IDENTITY_FIELDS[:2], "run_dir", "source", *IDENTITY_FIELDS[2:]]
 BATCH_STATS = ["train_top1_batch_mean", "train_top1_batch_ci95", "train_top1_batches",
                "test_top1_batch_mean", "test_top1_batch_ci95", "test_top1_batches"]
 BATCH_INFO = ["batch_evaluation"]  # which rows of batch_accuracy.csv gave the paper's kind of interval
-# The metrics.csv columns the tables read (record_schema.METRIC_COLUMNS has them all). train_seconds (the interval's updates
-# alone, no evaluation or start-up) is absent from older records: read when there, empty when not.
-METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1", "seconds", "train_seconds"]
-COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRICS
+COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRIC_COLUMNS
 # What makes two runs measure the same thing besides model, dataset, method and delta: records that
 # differ here are never averaged together, and every table names them (a cell's fields: cells.py).
 PROTOCOL = cells.PROTOCOL
@@ -64,7 +61,7 @@ def load_records(runs_dir, confidence: float = 0.95) -> pd.DataFrame:
 def _job_without_run(job_file: Path) -> list[dict]:
     """A sweep job that ended before its run wrote run.json (e.g. refused config, killed at start)."""
     try:
-        note = json.loads(job_file.read_text())
+        note = read_json(job_file)
         error = note.get("error") if isinstance(note, dict) else None
     except (OSError, ValueError) as err:
         error = f"job.json: {type(err).__name__}: {err}"
@@ -91,11 +88,11 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
             run.update(_batch_stats_of(batch_file, confidence))
         metrics_file = run_dir / "metrics.csv"
         metrics = (_read_csv(metrics_file, REQUIRED_METRICS) if metrics_file.exists()
-                   else pd.DataFrame(columns=METRICS))
+                   else pd.DataFrame(columns=METRIC_COLUMNS))
         check_metrics(metrics, header["status"], header["epochs"], "metrics.csv")
     except Unreadable as err:
         return [{**run, "status": "unreadable", "error": str(err)}]
-    metrics = metrics[[c for c in METRICS if c in metrics]]
+    metrics = metrics[[c for c in METRIC_COLUMNS if c in metrics]]  # an older record lacks some: empty in the table
     if run.get("status") == "finished" and len(metrics) < header["epochs"]:
         run.update(status="incomplete", error=f"finished, but metrics.csv holds {len(metrics)} of"
                                               f" {header.get('epochs')} intervals")
@@ -113,11 +110,10 @@ def _batch_stats_of(path: Path, confidence: float) -> dict:
 
 def _read_header(path: Path) -> dict:
     try:
-        header = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise Unreadable(f"run.json: {type(err).__name__}: {err}") from err
-    if not isinstance(header, dict) or "status" not in header:
-        raise Unreadable("run.json: not a run record (expected an object with a status)")
+        header = read_run_json(path)
+    except UnusableFile as err:
+        raise Unreadable(f"run.json: {err.problem}" if err.damaged
+                         else "run.json: not a run record (expected an object with a status)") from err
     missing = [key for key in REQUIRED_FIELDS if key not in header]
     if missing:
         raise Unreadable(f"run.json: not a run record of this code (it has no {', '.join(missing)})")
@@ -173,11 +169,8 @@ FIELD_RULES = {  # field: (what it must be, a check of its value, may it be null
     "error": (_TEXT, lambda v: isinstance(v, str), True),
     "finished_at": (_TEXT, lambda v: isinstance(v, str), True),
 }
-# metrics.csv: the columns the tables read, and the range of every value a run writes.
+# metrics.csv: the columns the tables need (the range of every value a run writes: record_files.METRICS).
 REQUIRED_METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1"]
-METRIC_RANGES = {"train_loss": (0, np.inf), "train_top1": (0, 100), "seen_train_loss": (0, np.inf),
-                 "test_loss": (0, np.inf), "test_top1": (0, 100), "seconds": (0, np.inf),
-                 "train_seconds": (0, np.inf), "extra_forward_passes": (0, np.inf)}
 
 
 def _is_whole(value) -> bool:
@@ -325,7 +318,7 @@ def _wandb_run_rows(wrun) -> tuple[dict, list[dict]]:
 def _metrics_of(logged: dict) -> dict:
     """One W&B history row as a metrics.csv row: the mirror's keys (train/loss, ...), or the flat
     column names runs were mirrored with before, and the interval as W&B's step when not logged."""
-    row = {column: logged.get(METRIC_KEYS.get(column, column), logged.get(column)) for column in METRICS}
+    row = {column: logged.get(METRIC_WANDB_KEYS[column], logged.get(column)) for column in METRIC_COLUMNS}
     if row["interval"] is None:
         row["interval"] = logged["_step"]
     return row
@@ -341,7 +334,7 @@ def _frame(runs: list[list[dict]]) -> pd.DataFrame:
         if column not in df:
             df[column] = None
     df = df[COLUMNS]
-    numeric = METRICS + BATCH_STATS + ["delta"]
+    numeric = METRIC_COLUMNS + BATCH_STATS + ["delta"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     return df
 

@@ -13,7 +13,7 @@ from hardsamples.config_checks import refuse
 from hardsamples.config_checks.command_line import added_key_error
 from hardsamples.config_checks.settings import check_settings
 from hardsamples.errors import ConfigError
-from hardsamples.records import check_not_a_file
+from hardsamples.record_files import check_not_a_file
 
 
 class ConfigCheck(Callback):

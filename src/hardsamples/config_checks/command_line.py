@@ -19,7 +19,7 @@ from hardsamples.config_checks import refuse
 from hardsamples.config_checks.keys import closest, flat_keys, has_key, under_target, user_callable_key, value_at
 from hardsamples.errors import ConfigError, first_line
 from hardsamples.layout import CONF_DIR, group_choices
-from hardsamples.record_schema import run_config
+from hardsamples.record_files import recorded_config
 
 
 # Hydra's flags that take a value (the value is no override); with any of them the command line is left to
@@ -197,7 +197,7 @@ def compositions(group_overrides) -> list[dict]:
             config = compose("config", [f"{k}={v}" for k, v in choices.items()])
         except Exception:  # noqa: BLE001 - an unknown choice is check_group_choices' or Hydra's to name
             continue
-        configs.append(run_config(config, resolve=False))
+        configs.append(recorded_config(config, resolve=False))
     return configs
 
 
@@ -215,7 +215,7 @@ def added_key_error(config) -> str | None:
     """`+detla=0.5` (what Hydra suggests for a typo) would add a key nothing reads: the run would train
     delta = 1.0 and report finished. Every `+` outside hydra.* is refused, naming the closest known key."""
     lines = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    tree = run_config(config, resolve=False)
+    tree = recorded_config(config, resolve=False)
     added = [o for o in OverridesParser.create().parse_overrides(lines)
              if o.is_add() and not o.key_or_group.startswith("hydra") and not user_callable_key(tree, o.key_or_group)]
     if not added:

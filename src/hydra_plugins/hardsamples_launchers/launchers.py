@@ -31,10 +31,10 @@ from hydra_plugins.hydra_joblib_launcher import _core as joblib_core
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as HydraJoblibLauncher
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as hydra_submitit
 
-from hardsamples import records
+from hardsamples import record_files, records
 from hardsamples.config_checks import refuse
 from hardsamples.errors import ConfigError
-from hardsamples.record_schema import run_config
+from hardsamples.record_files import UnusableFile, read_job_note, read_run_json, recorded_config
 from hardsamples.sweep import SWEEP_ID_ENV, JobNote
 from hydra_plugins.hardsamples_launchers import config  # noqa: F401  the launcher's options (jobs_per_gpu)
 
@@ -52,7 +52,7 @@ def job_config_and_dir(launcher, overrides: Sequence[str]) -> tuple[dict, Path] 
     try:
         config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
         run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-        return run_config(config), run_dir
+        return recorded_config(config), run_dir
     except Exception:  # noqa: BLE001 - a job that cannot even compose fails on its own, with its own message
         return None
 
@@ -75,7 +75,7 @@ def already_over(launcher, overrides: Sequence[str]) -> Path | None:
 def note_skipped(run_dir: Path, job_num: int) -> bool:
     """job.json says `skipped` for a run over before its sweep started (counted by the summary)."""
     try:
-        with records.hold_run_dir(run_dir) as writable:
+        with record_files.hold_run_dir(run_dir) as writable:
             if writable:
                 JobNote(run_dir, job_num).close("skipped")
             return writable
@@ -84,10 +84,8 @@ def note_skipped(run_dir: Path, job_num: int) -> bool:
 
 
 def note_attempt(run_dir: Path | None) -> str | None:
-    try:
-        return records.read_json(run_dir / "job.json").get("attempt") if run_dir else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    note = read_job_note(run_dir / "job.json") if run_dir else None
+    return note.get("attempt") if note else None
 
 
 def record_killed(run_dir: Path | None, job_num: int, error: str, stale_attempt: str | None = None) -> None:
@@ -101,31 +99,26 @@ def record_killed(run_dir: Path | None, job_num: int, error: str, stale_attempt:
     if run_dir is None:
         return
     try:
-        with records.hold_run_dir(run_dir) as writable:
+        with record_files.hold_run_dir(run_dir) as writable:
             if not writable:
                 return
             note_path = run_dir / "job.json"
-            try:
-                note = records.read_json(note_path)
-            except (OSError, ValueError):
-                note = None
-            if note is None or (stale_attempt is not None and isinstance(note, dict)
-                                and note.get("attempt") == stale_attempt):
+            note = read_job_note(note_path)
+            if note is None or (stale_attempt is not None and note.get("attempt") == stale_attempt):
                 # A fresh attempt id: the summary counts the notes whose attempt is new to this sweep.
                 note = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "sweep_id": os.environ.get(SWEEP_ID_ENV),
                         "started_at": None}
-            if not isinstance(note, dict) or note.get("outcome") in (None, "running"):
-                note = note if isinstance(note, dict) else {}
+            if note.get("outcome") in (None, "running"):
                 note.update(outcome="failed", error=error, ended_at=time.time())
-                records.write_json(note_path, note)
+                record_files.write_json(note_path, note)
             run_json = run_dir / "run.json"
             try:
-                header = records.read_json(run_json)
-            except (OSError, ValueError):
+                header = read_run_json(run_json)
+            except UnusableFile:
                 return
-            if isinstance(header, dict) and header.get("status") == "running":
+            if header["status"] == "running":
                 header.update(status="interrupted", error=error)  # killed from outside: a rerun resumes it
-                records.write_json(run_json, header)
+                record_files.write_json(run_json, header)
     except ConfigError:
         log.info("%s is held by another process: left as it is", run_dir)
 
