@@ -113,3 +113,23 @@ def test_fixed_batches_drop_or_pad_the_last_partial_batch():
     assert padded.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
     shuffled = make_fixed_batches(10, 4, drop_last=False, partition="shuffled", seed=0, device=torch.device("cpu"))
     assert sorted(set(shuffled.flatten().tolist())) == list(range(10)) and shuffled.tolist() != padded.tolist()
+
+
+def test_a_registered_source_is_loaded_by_its_config_and_checked_as_every_source(monkeypatch):
+    """A new kind of source is a loader registered under its name: load_host_data needs no edit.
+    (That what it returns is checked as every source is: tests/test_honest_records.py.)"""
+    import hardsamples.data as data
+
+    monkeypatch.setattr(data, "DATASET_SOURCES", dict(data.DATASET_SOURCES))
+    digits = load_host_data(compose_config(["dataset=digits"]))
+
+    @data.register_source("my_source")
+    def load_mine(dataset_cfg, data_dir):
+        return digits
+
+    cfg = compose_config(["dataset=digits"])
+    cfg.dataset.source = "my_source"
+    assert load_host_data(cfg) is digits
+    cfg.dataset.source = "nowhere"
+    with pytest.raises(ConfigError, match=r"unknown dataset source 'nowhere': use torchvision, .*my_source"):
+        load_host_data(cfg)

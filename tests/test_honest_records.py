@@ -180,8 +180,7 @@ def test_every_source_passes_the_same_checks(monkeypatch, source, bad, message):
     replaced here by one returning bad data, for CIFAR-10 (torchvision), digits and the generated set."""
     import hardsamples.data as data
 
-    loader = {"torchvision": "_load_torchvision", "sklearn": "_load_digits", "generated": "make_synthetic"}[source]
-    monkeypatch.setattr(data, loader, lambda *args: bad)
+    monkeypatch.setitem(data.DATASET_SOURCES, source, lambda *args: bad)
     dataset = {"torchvision": "cifar10", "sklearn": "digits", "generated": "synthetic"}[source]
     refused([*OWN, f"dataset={dataset}"], message)
 

@@ -11,23 +11,20 @@ import gzip
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from omegaconf import DictConfig
+
 from hardsamples.config_checks.data import check_host_data
 from hardsamples.errors import ConfigError, last_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION_FOLDERS = {
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-    "stl10": "stl10_binary",
-    "fashion_mnist": "FashionMNIST/raw",
-}
 # The gzipped idx files torchvision's FashionMNIST reads (it wants them unpacked in <root>/FashionMNIST/raw).
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -72,38 +69,49 @@ class DeviceData:
         return images.to(torch.float32, copy=True).div_(255.0).sub_(self.mean).div_(self.std)
 
 
+# Where a dataset config's `source` is read from: source -> loader(cfg.dataset, data_dir) -> HostData.
+# A new kind of source is a loader registered under its name (@register_source) and a conf/dataset file;
+# own_data.py registers `image_folder` and `python` this way.
+DatasetLoader = Callable[[DictConfig, Path], "HostData"]
+DATASET_SOURCES: dict[str, DatasetLoader] = {}
+
+
+def register_source(source: str) -> Callable[[DatasetLoader], DatasetLoader]:
+    """Decorator: dataset configs with `source: <source>` are loaded by the decorated function."""
+    def register(loader: DatasetLoader) -> DatasetLoader:
+        DATASET_SOURCES[source] = loader
+        return loader
+    return register
+
+
 def load_host_data(cfg) -> HostData:
     """The dataset of cfg.dataset, from whichever source, checked as every source is (config_checks.data)."""
-    from hardsamples.own_data import load_from_python, load_image_folder
+    import hardsamples.own_data  # noqa: F401  registers the image_folder and python sources
 
-    source = cfg.dataset.source
-    if source == "torchvision":
-        host = _load_torchvision(cfg.dataset, Path(cfg.data_dir))
-    elif source == "sklearn":
-        host = _load_digits(cfg.dataset)
-    elif source == "generated":
-        host = make_synthetic(cfg.dataset)
-    elif source == "image_folder":
-        host = load_image_folder(cfg.dataset)
-    elif source == "python":
-        host = load_from_python(cfg.dataset)
-    else:
-        raise ConfigError(f"unknown dataset source '{source}': use torchvision, sklearn, generated, image_folder or"
-                          " python")
+    loader = DATASET_SOURCES.get(cfg.dataset.source)
+    if loader is None:
+        raise ConfigError(f"unknown dataset source '{cfg.dataset.source}': use {', '.join(DATASET_SOURCES)}")
+    host = loader(cfg.dataset, Path(cfg.data_dir))
     check_host_data(host, cfg)
     return host
 
 
+@dataclass(frozen=True)
+class TorchvisionDataset:
+    """A torchvision dataset this package reads: the folder its files sit in under data_dir, and how it
+    is read into a HostData (root, download, dataset config)."""
+
+    folder: str
+    load: Callable[[Path, bool, DictConfig], HostData]
+
+
+@register_source("torchvision")
 def _load_torchvision(dataset_cfg, root: Path) -> HostData:
     name, download = dataset_cfg.name, bool(dataset_cfg.download)
     try:
-        if name == "fashion_mnist":
-            return _load_fashion_mnist(root, download, dataset_cfg.get("system_dir"))
-        if name == "stl10":
-            return _load_stl10(root, download)
-        return _load_cifar(name, root, download)
+        return TORCHVISION[name].load(root, download, dataset_cfg)
     except (RuntimeError, OSError) as err:  # missing files (or, for CIFAR, failing their MD5), or no network
-        if download or not _holds_files(root / TORCHVISION_FOLDERS[name]):
+        if download or not _holds_files(root / TORCHVISION[name].folder):
             raise ConfigError(_missing_files_message(dataset_cfg, root, download, err)) from None
         raise ConfigError(_damaged_files_message(name, root, err)) from None
     except Exception as err:  # noqa: BLE001 - files there but not in their format: torchvision parses them blindly
@@ -118,7 +126,7 @@ def _holds_files(folder: Path) -> bool:
 
 
 def _damaged_files_message(name: str, root: Path, err: Exception) -> str:
-    folder = root / TORCHVISION_FOLDERS[name]
+    folder = root / TORCHVISION[name].folder
     return (f"{name} files under {folder} cannot be read ({last_line(err)[:200]}): they are missing, damaged, or"
             f" not {name}'s; replace them with the original files (or move them away and pass dataset.download=true on"
             " a machine with network access)")
@@ -129,7 +137,7 @@ def _missing_files_message(dataset_cfg, root: Path, download: bool, err: Excepti
     action = "could not be downloaded" if download else "not found"
     debian = (f" install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist, found at"
               f" {dataset_cfg.get('system_dir')}),") if name == "fashion_mnist" else ""
-    return (f"{name} files {action} under {root}/{TORCHVISION_FOLDERS[name]} ({err.__class__.__name__}):{debian}"
+    return (f"{name} files {action} under {root}/{TORCHVISION[name].folder} ({err.__class__.__name__}):{debian}"
             f" set DATA_DIR (or data_dir=...) to a folder that holds them,"
             f" or pass dataset.download=true on a machine with network access")
 
@@ -169,6 +177,15 @@ def _load_fashion_mnist(root: Path, download: bool, system_dir: str | None) -> H
     test = tvd.FashionMNIST(root, train=False, download=download)
     return HostData(train.data.numpy()[:, None], train.targets.numpy().astype(np.int64),
                     test.data.numpy()[:, None], test.targets.numpy().astype(np.int64), len(train.classes))
+
+
+TORCHVISION = {  # dataset.name -> its folder under data_dir and its reader
+    "cifar10": TorchvisionDataset("cifar-10-batches-py", lambda root, download, _: _load_cifar("cifar10", root, download)),
+    "cifar100": TorchvisionDataset("cifar-100-python", lambda root, download, _: _load_cifar("cifar100", root, download)),
+    "stl10": TorchvisionDataset("stl10_binary", lambda root, download, _: _load_stl10(root, download)),
+    "fashion_mnist": TorchvisionDataset("FashionMNIST/raw", lambda root, download, dataset_cfg: _load_fashion_mnist(
+        root, download, dataset_cfg.get("system_dir"))),
+}
 
 
 def unpack_system_copy(system_dir: Path, raw: Path) -> None:
@@ -238,6 +255,11 @@ def make_synthetic(dataset_cfg) -> HostData:
     x_train, y_train, hard_train = draw(int(cfg.num_train))
     x_test, y_test, _ = draw(int(cfg.num_test))
     return HostData(x_train, y_train, x_test, y_test, classes, hard_mask=hard_train)
+
+
+# The sources that read no files under data_dir.
+register_source("sklearn")(lambda dataset_cfg, data_dir: _load_digits(dataset_cfg))
+register_source("generated")(lambda dataset_cfg, data_dir: make_synthetic(dataset_cfg))
 
 
 def to_device(host: HostData, image_size: int, normalization: str, device: torch.device,

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from hardsamples.data import HostData
+from hardsamples.data import HostData, register_source
 from hardsamples.errors import ConfigError, last_line
 
 
-def load_image_folder(dataset_cfg) -> HostData:
+@register_source("image_folder")
+def load_image_folder(dataset_cfg, data_dir: Path | None = None) -> HostData:
     """Your own images in torchvision's ImageFolder layout: <root>/<train_dir>/<class>/<image> and the
     same under <test_dir>; classes are the folder names, sorted, as ImageFolder numbers them.
 
@@ -141,7 +142,8 @@ def read_image(path: str):
         raise OSError(f"{path}: {reason}") from None
 
 
-def load_from_python(dataset_cfg) -> HostData:
+@register_source("python")
+def load_from_python(dataset_cfg, data_dir: Path | None = None) -> HostData:
     """Your own data from your own code: dataset.data._target_ names a function (or class) that
     hydra.utils.instantiate calls, with the other keys of dataset.data as keyword arguments. It returns
 
