@@ -10,10 +10,11 @@ import pytest
 
 from test_tables import RULES, tables_for, write_lr_sweep, write_run
 
-from hardsamples import cells, sweep, wandb_mirror
+from hardsamples import cells, wandb_mirror
 from hardsamples.analysis import aggregate
 from hardsamples.analysis.loading import load_records
-from hardsamples.sweep import SWEPT_ENV
+from hardsamples.sweep.naming import SWEPT_ENV
+from hardsamples.sweep.summary import cell_lines
 
 
 def headers(root: Path) -> dict[Path, dict]:
@@ -58,7 +59,7 @@ def test_an_lr_sweep_gives_the_same_cells_in_the_summary_the_w_and_b_groups_and_
     runs = headers(tmp_path)
     assert len(runs) == 8
 
-    summary = sweep.cell_lines(list(runs))
+    summary = cell_lines(list(runs))
     assert len(summary) == 1 + 4 and all(": 2 run(s)," in line for line in summary[1:])
     for lr, top1 in (("0.01", "61.50 +/- 0.71"), ("0.1", "70.50 +/- 0.71")):
         line = f"    resnet18 cifar10 standard d1.0 paper_code E10 B64 32px optimizer.lr={lr}: 2 run(s), test top-1 {top1},"

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import train_in_process
-from hardsamples import sweep
+from hardsamples.sweep import job, summary
 from hardsamples.errors import ConfigError
 from hardsamples.record_files import write_json
 
@@ -57,32 +57,32 @@ def test_bad_progress_settings_are_one_line(tmp_path, override, message):
 def test_a_sweep_counts_its_jobs_as_the_basic_sweeper_combines_them():
     config = OmegaConf.create({"hydra": {"overrides": {"task": ["a=1,2", "b=3", "seed=0,1,2"]},
                                          "sweeper": {"params": {"seed": "0,1", "delta": "1.0,0.5"}}}})
-    assert sweep.swept_keys(config) == ["a", "delta", "seed"]
-    assert sweep.job_count(config) == 2 * 3 * 2  # the command line's seed (3 values) wins over the grid's
+    assert summary.swept_keys(config) == ["a", "delta", "seed"]
+    assert summary.job_count(config) == 2 * 3 * 2  # the command line's seed (3 values) wins over the grid's
     config.hydra.overrides.task.append("lr=interval(0,1)")  # another sweeper's: not countable ahead
-    assert sweep.job_count(config) is None
+    assert summary.job_count(config) is None
 
 
 def test_each_job_says_how_far_the_sweep_is_and_the_time_left(tmp_path, monkeypatch):
-    monkeypatch.setenv(sweep.SWEEP_ID_ENV, "this")
-    monkeypatch.setenv(sweep.SWEEP_JOBS_ENV, "6")
-    monkeypatch.setenv(sweep.SWEEP_STARTED_ENV, "1000")
+    monkeypatch.setenv(job.SWEEP_ID_ENV, "this")
+    monkeypatch.setenv(job.SWEEP_JOBS_ENV, "6")
+    monkeypatch.setenv(job.SWEEP_STARTED_ENV, "1000")
     monkeypatch.setattr(time, "time", lambda: 1120.0)
     for i, (sweep_id, outcome) in enumerate([("this", "finished"), ("this", "failed"), ("this", "skipped"),
                                              ("this", "running"), ("earlier", "finished")]):
         write_json(tmp_path / f"run{i}" / "job.json", {"attempt": str(i), "sweep_id": sweep_id, "outcome": outcome})
     # 3 of this launch's 6 jobs over (one skipped) in 2 minutes: 2 trained, 1 minute each, 3 to go
-    assert sweep.progress_line(tmp_path) == f"sweep {tmp_path.name}: 3 of 6 runs over in 2m00s, about 3m00s left"
+    assert job.progress_line(tmp_path) == f"sweep {tmp_path.name}: 3 of 6 runs over in 2m00s, about 3m00s left"
 
 
 def test_each_job_process_of_a_sweep_draws_its_bar_on_a_line_of_its_own(tmp_path, monkeypatch):
     monkeypatch.setenv("HARDSAMPLES_GPU_LOCKS", str(tmp_path))
-    monkeypatch.setattr(sweep, "_bar_line", None)
-    monkeypatch.delenv(sweep.SWEEP_ID_ENV, raising=False)
-    assert sweep.bar_position() == 0  # not in a sweep: the first line, nothing claimed
-    monkeypatch.setenv(sweep.SWEEP_ID_ENV, "this")
+    monkeypatch.setattr(job, "_bar_line", None)
+    monkeypatch.delenv(job.SWEEP_ID_ENV, raising=False)
+    assert job.bar_position() == 0  # not in a sweep: the first line, nothing claimed
+    monkeypatch.setenv(job.SWEEP_ID_ENV, "this")
     with open(tmp_path / "bar-0.lock", "w") as other:  # another job process holds line 0
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert sweep.bar_position() == 1
-        assert sweep.bar_position() == 1  # kept for the process's later jobs
-    sweep._bar_line[1].close()
+        assert job.bar_position() == 1
+        assert job.bar_position() == 1  # kept for the process's later jobs
+    job._bar_line[1].close()

@@ -113,7 +113,7 @@ def test_a_sweep_over_a_key_outside_the_run_name_gives_every_value_its_own_direc
 
 
 def test_run_names_of_sweeps_over_name_keys_stay_as_they_were():
-    from hardsamples.sweep import run_dir_name
+    from hardsamples.sweep.naming import run_dir_name
     config = {"run_name": "resnet18-cifar10-hard_batches-d0.2-s0", "delta": 0.2, "optimizer": {"lr": 0.005}}
     assert run_dir_name(config, swept=["delta", "seed", "model", "method", "dataset"]) == config["run_name"]
     named = run_dir_name(config, swept=["optimizer.lr", "delta"])
@@ -547,7 +547,7 @@ def test_a_job_requeued_after_its_run_finished_keeps_its_job_note(tmp_path, monk
     """SLURM requeues a pre-empted job even when its run finished inside the kill window: the requeued
     job must not rewrite the finished job's note to `skipped` after the sweep's summary."""
     from conftest import compose_config
-    from hardsamples.sweep import sweep_job
+    from hardsamples.sweep.job import sweep_job
     from hardsamples.train import run
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     cfg = compose_config([*TINY, "epochs=1"])
@@ -651,14 +651,15 @@ def test_a_job_stopped_by_systemexit_says_so_in_both_notes(tmp_path, monkeypatch
     both say the run was stopped and will resume, instead of `failed (SystemExit: -1)` beside a
     job.json left `running`."""
     from conftest import compose_config
-    from hardsamples import sweep, train
+    from hardsamples import train
+    from hardsamples.sweep.job import sweep_job
 
     def stopped(*args, **kwargs):
         raise SystemExit(-1)
 
     monkeypatch.setattr(train, "train_and_record", stopped)
     with pytest.raises(SystemExit):
-        sweep.sweep_job(compose_config([*TINY, "epochs=1"]), tmp_path, 0, run_one=train.run)
+        sweep_job(compose_config([*TINY, "epochs=1"]), tmp_path, 0, run_one=train.run)
     header = json.loads((tmp_path / "run.json").read_text())
     note = json.loads((tmp_path / "job.json").read_text())
     assert header["status"] == "interrupted" and "resumes from the last checkpoint" in header["error"]

@@ -214,7 +214,7 @@ def note(run_dir: Path, name: str, sweep_id: str, outcome: str, error: str | Non
 def test_a_sweeps_summary_counts_only_its_own_jobs(tmp_path, capsys):
     """A second launch of the same sweep, at the same time, leaves refused notes beside the first launch's runs:
     they are the second launch's failures, not the first's."""
-    from hardsamples.sweep import SweepSummary
+    from hardsamples.sweep.summary import SweepSummary
 
     summary = SweepSummary()
     summary.sweep_id = "first"
@@ -228,7 +228,7 @@ def test_a_sweeps_summary_counts_only_its_own_jobs(tmp_path, capsys):
 
 
 def test_the_summary_survives_a_final_loss_that_is_not_a_number(tmp_path):
-    from hardsamples.sweep import summary_text
+    from hardsamples.sweep.summary import summary_text
 
     notes = {}
     for seed, loss in ((0, "0.5"), (1, "nan"), (2, "")):
@@ -243,12 +243,12 @@ def test_the_summary_survives_a_final_loss_that_is_not_a_number(tmp_path):
 
 
 def test_a_run_that_fills_the_disk_in_a_sweep_is_one_line_in_the_log(tmp_path, caplog):
-    from hardsamples import sweep
+    from hardsamples.sweep.job import sweep_job
 
     def fills_the_disk(cfg, run_dir):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    assert sweep.sweep_job(compose_config(TINY), tmp_path / "run", 0, run_one=fills_the_disk) == "failed"
+    assert sweep_job(compose_config(TINY), tmp_path / "run", 0, run_one=fills_the_disk) == "failed"
     failed = [r for r in caplog.records if "failed" in r.getMessage()]
     assert failed and all(r.exc_info is None for r in failed), "a full disk is one line, not a traceback"
     assert json.loads((tmp_path / "run" / "job.json").read_text())["outcome"] == "failed"
@@ -257,14 +257,14 @@ def test_a_run_that_fills_the_disk_in_a_sweep_is_one_line_in_the_log(tmp_path, c
 def test_a_full_disk_in_a_sweep_job_fails_that_job_and_the_sweep_goes_on(tmp_path, monkeypatch):
     """job.json itself cannot be written: the job is failed (logged), never raised, so Hydra's sweeper goes on to
     the other jobs and the summary."""
-    from hardsamples import sweep
+    from hardsamples.sweep.job import sweep_job
 
     def full(path, obj):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(record_files, "write_json", full)
     cfg = compose_config(TINY)
-    assert sweep.sweep_job(cfg, tmp_path / "run", 0, run_one=lambda cfg, run_dir: "finished") == "failed"
+    assert sweep_job(cfg, tmp_path / "run", 0, run_one=lambda cfg, run_dir: "finished") == "failed"
 
 
 # --- make tables: an output folder that cannot be written ----------------------------------------------------

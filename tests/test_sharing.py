@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import TINY, run_cli
-from hardsamples import sweep as launch
+from hardsamples.sweep import gpus
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -17,7 +17,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 def two_fake_gpus(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("HARDSAMPLES_GPU_LOCKS", str(tmp_path))
-    monkeypatch.setattr(launch, "_claimed_lock", None)
+    monkeypatch.setattr(gpus, "_claimed_lock", None)
     held = []
 
     def hold(name: str) -> None:
@@ -33,12 +33,12 @@ def two_fake_gpus(monkeypatch, tmp_path):
 
 def claim_afresh(job_num: int, jobs_per_gpu: int) -> str | None:
     """The GPU a new job process would claim (one claim per process), let go at once."""
-    launch._claimed_lock = None
-    launch.os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
-    gpu = launch.claim_gpu(job_num, jobs_per_gpu)
-    if launch._claimed_lock is not None:
-        launch._claimed_lock.close()
-        launch._claimed_lock = None
+    gpus._claimed_lock = None
+    gpus.os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"
+    gpu = gpus.claim_gpu(job_num, jobs_per_gpu)
+    if gpus._claimed_lock is not None:
+        gpus._claimed_lock.close()
+        gpus._claimed_lock = None
     return gpu
 
 
@@ -57,9 +57,9 @@ def test_every_gpu_gets_a_job_before_any_gets_a_second(two_fake_gpus):
 
 def test_joblib_runs_jobs_per_gpu_times_the_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    assert launch.gpu_job_slots(4, 2) == 8 and launch.gpu_job_slots(1, 2) == 2
+    assert gpus.gpu_job_slots(4, 2) == 8 and gpus.gpu_job_slots(1, 2) == 2
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU: the CPU's own number of jobs, whatever k
-    assert launch.gpu_job_slots(1, 2) == 2 and launch.gpu_job_slots(8, 2) == 2
+    assert gpus.gpu_job_slots(1, 2) == 2 and gpus.gpu_job_slots(8, 2) == 2
 
 
 def sharing_sweep(cwd, jobs_per_gpu: str, seeds: str, visible: str):

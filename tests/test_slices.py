@@ -13,7 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from conftest import TINY, compose_config, read_metrics, run_cli, train_in_process
 from hardsamples import slices
 from hardsamples.errors import ConfigError
-from hardsamples.sweep import read_job_notes, summary_text, sweep_job
+from hardsamples.sweep.job import read_job_notes, sweep_job
+from hardsamples.sweep.summary import summary_text
 from hardsamples.train import run
 from hydra_plugins.hardsamples_launchers.sweeper import SlicedSweeper
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY
-from hardsamples.sweep import SWEPT_ENV
+from hardsamples.sweep.naming import SWEPT_ENV
 
 pytestmark = pytest.mark.slow  # every test starts sweeps in subprocesses
 

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from conftest import CONF, ROOT, TINY, run_cli
-from hardsamples import sweep as launch
+from hardsamples.sweep import gpus
 
 # Most tests here train sweeps in subprocesses: `make test-fast` leaves the module out.
 pytestmark = pytest.mark.slow
@@ -246,25 +246,25 @@ def test_timing_sweep_runs_on_synthetic_images_in_cifar10_shape():
 def fake_gpus(monkeypatch, tmp_path):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
     monkeypatch.setenv("HARDSAMPLES_GPU_LOCKS", str(tmp_path))
-    monkeypatch.setattr(launch, "_claimed_lock", None)
+    monkeypatch.setattr(gpus, "_claimed_lock", None)
     yield tmp_path
-    if launch._claimed_lock is not None:
-        launch._claimed_lock.close()
+    if gpus._claimed_lock is not None:
+        gpus._claimed_lock.close()
 
 
 def test_a_job_claims_the_first_free_gpu_from_its_job_number(fake_gpus):
     held = open(fake_gpus / "gpu-1.lock", "w")  # another process holds GPU 1
     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert launch.claim_gpu(job_num=4) == "2"  # 4 mod 3 = 1 is held: the next one
-    assert launch.os.environ["CUDA_VISIBLE_DEVICES"] == "2"
-    assert launch.claim_gpu(job_num=0) is None  # the process keeps its GPU for later jobs
+    assert gpus.claim_gpu(job_num=4) == "2"  # 4 mod 3 = 1 is held: the next one
+    assert gpus.os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    assert gpus.claim_gpu(job_num=0) is None  # the process keeps its GPU for later jobs
     held.close()
 
 
 def test_one_visible_gpu_is_left_alone(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    monkeypatch.setattr(launch, "_claimed_lock", None)
-    assert launch.claim_gpu(job_num=5) is None and launch.os.environ["CUDA_VISIBLE_DEVICES"] == "3"
-    assert launch.gpu_count_or(2) == 1
+    monkeypatch.setattr(gpus, "_claimed_lock", None)
+    assert gpus.claim_gpu(job_num=5) is None and gpus.os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert gpus.gpu_count_or(2) == 1
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert launch.gpu_count_or(2) == 2
+    assert gpus.gpu_count_or(2) == 2

@@ -25,7 +25,7 @@ from conftest import TINY, compose_config
 from hardsamples import wandb_mirror
 from hardsamples.analysis.loading import load_records, load_wandb
 from hardsamples.record_files import METRIC_WANDB_KEYS, WANDB_SUMMARY_FIELDS
-from hardsamples.sweep import SWEPT_ENV
+from hardsamples.sweep.naming import SWEPT_ENV
 from hardsamples.wandb_mirror import WandbMirror, logged_in, resolve_mode
 
 TINY_OFFLINE = [arg for arg in TINY if not arg.startswith("logger.wandb.mode=")] + ["logger.wandb.mode=offline"]

@@ -53,7 +53,7 @@ from hardsamples.probe import RoundProbe
 from hardsamples.record_files import RunHeader, batch_accuracy_rows, metrics_row
 from hardsamples.records import RunRecord
 from hardsamples.runtime import Runtime, make_runtime, threads_from_allocation
-from hardsamples.sweep import bar_position, sweep_job
+from hardsamples.sweep.job import bar_position, sweep_job
 from hardsamples.wandb_mirror import WandbMirror
 
 log = logging.getLogger("hardsamples")

@@ -134,8 +134,8 @@ def init_timeout() -> float:
 # --- what the W&B run is called and holds (pure: the tests' fake W&B API uses them too) ------------
 
 def swept_keys() -> list[str]:
-    """The keys this run's sweep varies: the sweep's launching process lists them (sweep.SWEPT_ENV)."""
-    from hardsamples.sweep import SWEPT_ENV  # torch: only where a run trains
+    """The keys this run's sweep varies: the sweep's launching process lists them (sweep.naming.SWEPT_ENV)."""
+    from hardsamples.sweep.naming import SWEPT_ENV  # torch: only where a run trains
 
     return [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
 

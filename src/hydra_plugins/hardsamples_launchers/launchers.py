@@ -35,7 +35,7 @@ from hardsamples import record_files, records
 from hardsamples.config_checks import refuse
 from hardsamples.errors import ConfigError
 from hardsamples.record_files import UnusableFile, read_job_note, read_run_json, recorded_config
-from hardsamples.sweep import SWEEP_ID_ENV, JobNote
+from hardsamples.sweep.job import SWEEP_ID_ENV, JobNote
 from hydra_plugins.hardsamples_launchers import config  # noqa: F401  the launcher's options (jobs_per_gpu)
 
 log = logging.getLogger(__name__)
