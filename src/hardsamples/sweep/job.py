@@ -56,21 +56,28 @@ def ended_note_of_this_job(run_dir: Path) -> dict | None:
     return None
 
 
+def new_note(job_num: int, in_this_process: bool = True) -> dict:
+    """A job note's fields (job.json), for a fresh attempt of this sweep that has not ended: where it runs
+    when this process is the job (in_this_process), else unknown (a launcher noting a job that died)."""
+    here = in_this_process
+    return {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
+            "sweep_id": os.environ.get(SWEEP_ID_ENV), "scheduler_job_id": scheduler_job_id() if here else None,
+            "host": socket.gethostname() if here else None, "pid": os.getpid() if here else None,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES") if here else None,
+            "started_at": time.time() if here else None, "ended_at": None}
+
+
 class JobNote:
     """`job.json`: one sweep job's attempt at a run, written when the job starts and when it ends."""
 
     def __init__(self, run_dir: Path, job_num: int):
-        attempt, sweep_id = uuid.uuid4().hex[:12], os.environ.get(SWEEP_ID_ENV)
+        self.fields = new_note(job_num)
         self.path = Path(run_dir) / "job.json"
-        there = read_job_note(self.path)
+        there, sweep_id = read_job_note(self.path), self.fields["sweep_id"]
         if sweep_id and there is not None and there.get("sweep_id") == sweep_id and there.get("job_num") != job_num:
             # Another job of this same sweep had this run (a key the run is not compared by, e.g.
             # record.trace, or a value listed twice): its note stays, this job's goes beside it.
-            self.path = Path(run_dir) / f"job.also-{attempt}.json"
-        self.fields = {"attempt": attempt, "job_num": job_num, "outcome": None, "error": None, "sweep_id": sweep_id,
-                       "scheduler_job_id": scheduler_job_id(), "host": socket.gethostname(), "pid": os.getpid(),
-                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                       "started_at": time.time(), "ended_at": None}
+            self.path = Path(run_dir) / f"job.also-{self.fields['attempt']}.json"
         record_files.write_json(self.path, {**self.fields, "outcome": "running"})
 
     def close(self, outcome: str, error: str | None = None) -> None:
@@ -87,13 +94,10 @@ class JobNote:
     def aside(run_dir: Path, job_num: int, outcome: str, error: str | None, name: str) -> None:
         """A job's note beside job.json (name: its file name, {attempt} filled in), for a job that did
         not train its run: refused its directory, or postponed past a slice's time budget."""
-        attempt = uuid.uuid4().hex[:12]
-        note = {"attempt": attempt, "job_num": job_num, "outcome": outcome, "error": error,
-                "sweep_id": os.environ.get(SWEEP_ID_ENV), "host": socket.gethostname(), "pid": os.getpid(),
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "started_at": time.time(), "ended_at": time.time()}
+        note = new_note(job_num)
+        note.update(outcome=outcome, error=error, ended_at=note["started_at"])
         try:
-            record_files.write_json(Path(run_dir) / name.format(attempt=attempt), note)
+            record_files.write_json(Path(run_dir) / name.format(attempt=note["attempt"]), note)
         except OSError:
             pass  # the directory is a file or read-only: the job's log still has the error
 

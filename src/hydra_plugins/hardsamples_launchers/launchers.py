@@ -17,12 +17,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from hardsamples import record_files, records
 from hardsamples.config_checks import refuse
 from hardsamples.errors import ConfigError
 from hardsamples.record_files import UnusableFile, read_job_note, read_run_json, recorded_config
-from hardsamples.sweep.job import SWEEP_ID_ENV, JobNote
+from hardsamples.sweep.job import JobNote, new_note
 from hydra_plugins.hardsamples_launchers import config  # noqa: F401  the launcher's options (jobs_per_gpu)
 
 log = logging.getLogger(__name__)
@@ -106,8 +104,7 @@ def record_killed(run_dir: Path | None, job_num: int, error: str, stale_attempt:
             note = read_job_note(note_path)
             if note is None or (stale_attempt is not None and note.get("attempt") == stale_attempt):
                 # A fresh attempt id: the summary counts the notes whose attempt is new to this sweep.
-                note = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "sweep_id": os.environ.get(SWEEP_ID_ENV),
-                        "started_at": None}
+                note = new_note(job_num, in_this_process=False)
             if note.get("outcome") in (None, "running"):
                 note.update(outcome="failed", error=error, ended_at=time.time())
                 record_files.write_json(note_path, note)
