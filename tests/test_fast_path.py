@@ -23,7 +23,6 @@ from hardsamples.data import load_host_data, make_fixed_batches, to_device
 from hardsamples.loop import UpdateLoop, build_loop
 from hardsamples.models import build_model
 from hardsamples.runtime import make_runtime
-from hardsamples.policies import build_policy
 
 
 @pytest.fixture

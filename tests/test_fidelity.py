@@ -18,12 +18,12 @@ from PIL import Image
 
 from conftest import CONF, TINY, compose_config, run_cli, train_in_process
 from hardsamples.config_checks.settings import check_settings
-from hardsamples.data import HostData, load_host_data, make_fixed_batches, to_device
+from hardsamples.data import HostData, load_host_data, to_device
 from hardsamples.errors import ConfigError
 from hardsamples.loop import build_loop
 from hardsamples.models import build_model
 from hardsamples.runtime import Runtime, resolve_precision
-from hardsamples.policies import HardBatchesPolicy, TrimmingPolicy, build_policy, hardest_count
+from hardsamples.policies import TrimmingPolicy, build_policy, hardest_count
 
 CPU = torch.device("cpu")
 
@@ -242,7 +242,7 @@ def test_an_update_stores_the_fused_cross_entropy_mean():
     cfg = compose_config(TINY + ["delta=0.5"])
     data = to_device(load_host_data(cfg), cfg.image_size, "imagenet", CPU)
     loop = build_loop(cfg, data, Runtime(CPU, "fp32", torch.contiguous_format))
-    batches, model, optimizer = loop.batches, loop.model, loop.optimizer
+    batches, model = loop.batches, loop.model
     differs = 0
     for epoch in range(3):
         for ids in batches:

@@ -13,7 +13,7 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from hardsamples.analysis.endpoints import at_budget, best_value, reach_time, value_at
 from hardsamples.analysis.inference import tost_paired
-from hardsamples.analysis.mechanism import mechanism_table, overlap_with, run_measures
+from hardsamples.analysis.mechanism import overlap_with, run_measures
 from hardsamples.errors import ConfigError
 from hardsamples.analysis.plan import load_plan
 from hardsamples.record_files import ROUND_LOSS_COLUMNS, write_csv

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, run_cli, train_in_process
+from conftest import TINY, run_cli, train_in_process
 from hardsamples.errors import ConfigError
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

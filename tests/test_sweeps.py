@@ -22,7 +22,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import CONF, ROOT, TINY, run_cli
+from conftest import CONF, TINY, run_cli
 from hardsamples.sweep import gpus
 
 # Most tests here train sweeps in subprocesses: `make test-fast` leaves the module out.

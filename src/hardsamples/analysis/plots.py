@@ -17,7 +17,6 @@ import pandas as pd
 from cycler import cycler
 
 from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, protocol_slug, sort_rows
-from hardsamples.cells import protocol_text
 from hardsamples.analysis.inference import t_interval
 
 # A figure* spanning both columns of a two-column paper (~7 in text width); 8 pt text stays readable
