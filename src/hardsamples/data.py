@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from hardsamples.config_checks.data import check_host_data
 from hardsamples.errors import ConfigError, last_line
+from hardsamples.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,26 +73,15 @@ class DeviceData:
 # Where a dataset config's `source` is read from: source -> loader(cfg.dataset, data_dir) -> HostData.
 # A new kind of source is a loader registered under its name (@register_source) and a conf/dataset file;
 # own_data.py registers `image_folder` and `python` this way.
-DatasetLoader = Callable[[DictConfig, Path], "HostData"]
-DATASET_SOURCES: dict[str, DatasetLoader] = {}
-
-
-def register_source(source: str) -> Callable[[DatasetLoader], DatasetLoader]:
-    """Decorator: dataset configs with `source: <source>` are loaded by the decorated function."""
-    def register(loader: DatasetLoader) -> DatasetLoader:
-        DATASET_SOURCES[source] = loader
-        return loader
-    return register
+DATASET_SOURCES = Registry("dataset source", "conf/dataset/<name>.yaml: source")
+register_source = DATASET_SOURCES.register  # @register_source(source): a loader (cfg.dataset, data_dir) -> HostData
 
 
 def load_host_data(cfg) -> HostData:
     """The dataset of cfg.dataset, from whichever source, checked as every source is (config_checks.data)."""
     import hardsamples.own_data  # noqa: F401  registers the image_folder and python sources
 
-    loader = DATASET_SOURCES.get(cfg.dataset.source)
-    if loader is None:
-        raise ConfigError(f"unknown dataset source '{cfg.dataset.source}': use {', '.join(DATASET_SOURCES)}")
-    host = loader(cfg.dataset, Path(cfg.data_dir))
+    host = DATASET_SOURCES.find(cfg.dataset.source)(cfg.dataset, Path(cfg.data_dir))
     check_host_data(host, cfg)
     return host
 

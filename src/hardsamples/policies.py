@@ -28,6 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hardsamples.errors import ConfigError
+from hardsamples.registry import Registry
 
 # The choices of the policies' options (config_checks.settings checks a config against them before a run).
 ROUND_ORDERS = ("index", "loss")  # method.round_order
@@ -262,27 +263,15 @@ def hardest_count(delta: float, num_batches: int, rule: str) -> int:
 
 # The policy of each method: conf/method/<file>.yaml's `name` -> a function (run config, N, device) ->
 # Policy. A new method is its class and its builder, registered below, and its config file.
-PolicyBuilder = Callable[..., Policy]
-POLICY_BUILDERS: dict[str, PolicyBuilder] = {}
-
-
-def register_policy(method: str) -> Callable[[PolicyBuilder], PolicyBuilder]:
-    """Decorator: runs whose cfg.method.name is `method` train with the policy the function builds."""
-    def register(builder: PolicyBuilder) -> PolicyBuilder:
-        POLICY_BUILDERS[method] = builder
-        return builder
-    return register
+POLICY_BUILDERS = Registry("method", "conf/method/<name>.yaml")
+register_policy = POLICY_BUILDERS.register  # @register_policy(method): runs of that method train with its policy
 
 
 def build_policy(cfg, num_batches: int, device: torch.device) -> Policy:
     """The policy of cfg.method at cfg.delta (a run config, or a plain dict of the same shape)."""
     if isinstance(cfg, dict):
         cfg = OmegaConf.create(cfg)
-    builder = POLICY_BUILDERS.get(cfg.method.name)
-    if builder is None:
-        raise ConfigError(f"unknown method '{cfg.method.name}': use one of conf/method/"
-                          f" ({', '.join(POLICY_BUILDERS)})")
-    return builder(cfg, num_batches, device)
+    return POLICY_BUILDERS.find(cfg.method.name)(cfg, num_batches, device)
 
 
 def _every_batch_needs_delta_one(cfg) -> None:
