@@ -26,6 +26,7 @@ from hardsamples.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("imagenet", "dataset")  # fidelity.normalization: ImageNet's statistics, or the training split's
 # The gzipped idx files torchvision's FashionMNIST reads (it wants them unpacked in <root>/FashionMNIST/raw).
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -222,9 +223,7 @@ def make_synthetic(dataset_cfg) -> HostData:
     Hard samples mix their own prototype with another class's (weight 0.3-0.45 on the other one)
     and carry twice the noise, so they are learnable but stay the highest-loss samples for long.
     """
-    cfg = dataset_cfg
-    if not 0.0 <= cfg.hard_fraction <= 1.0:
-        raise ConfigError(f"dataset.hard_fraction={cfg.hard_fraction} is outside [0, 1]: pick a fraction")
+    cfg = dataset_cfg  # checked (config_checks.settings: hard_fraction in [0, 1])
     gen = torch.Generator().manual_seed(int(cfg.generator_seed))
     size, chans, classes = int(cfg.native_size), int(cfg.channels), int(cfg.num_classes)
     coarse = torch.rand(classes, chans, 4, 4, generator=gen)
@@ -318,7 +317,7 @@ def _normalisation(kind: str, train_images: torch.Tensor) -> tuple[torch.Tensor,
         pixels = train_images.float().div_(255.0)
         mean, std = pixels.mean(dim=(0, 2, 3)).cpu(), pixels.std(dim=(0, 2, 3)).cpu()
     else:
-        raise ConfigError(f"fidelity.normalization={kind} is unknown: use imagenet or dataset")
+        raise ConfigError(f"fidelity.normalization={kind} is unknown: use {' or '.join(NORMALIZATIONS)}")
     return mean.view(1, chans, 1, 1).to(device), std.view(1, chans, 1, 1).to(device)
 
 

@@ -4,11 +4,11 @@ problem refused in one line naming the key and the fix."""
 from __future__ import annotations
 
 import math
-import re
 
 import timm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hardsamples.config_checks.settings import check_device_name
 from hardsamples.config_checks.values import at_least, require_number
 from hardsamples.errors import ConfigError
 from hardsamples.layout import group_choices
@@ -31,8 +31,9 @@ def check_bench_settings(s: DictConfig, delta: float) -> None:
         raise ConfigError(f"peak_tflops={s.peak_tflops} must be positive: a dense bf16 peak in TFLOP/s, or null")
     if not isinstance(s.compile, bool):
         raise ConfigError(f"compile={s.compile} is not true or false: write compile=true or compile=false")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(s.device)):
-        raise ConfigError(f"device={s.device} is not a device the bench runs on: use auto, cpu or cuda[:i]")
+    check_device_name(s.device)
+    if str(s.device) == "mps":  # its timer synchronises CUDA only
+        raise ConfigError("device=mps is not a device the bench runs on: use auto, cpu or cuda[:i]")
     if not str(s.out_dir):
         raise ConfigError("out_dir= is empty: name the directory for the table, e.g. out_dir=results/bench")
     check_list(s, "authors_native_sizes", "authors_native_sizes=[8]")

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hardsamples import wandb_mirror
 from hardsamples.config_checks.values import at_least, at_most, one_of, require_number, whole
+from hardsamples.data import NORMALIZATIONS
 from hardsamples.errors import ConfigError
 from hardsamples.policies import COUNT_RULES, ROUND_ORDERS, TIE_ORDERS, TrimmingPolicy
 
@@ -20,7 +21,7 @@ PRECISIONS = ("auto", "bf16", "fp32")  # precision and fidelity.precision (runti
 PARTITIONS = ("dataset_order", "shuffled")  # fidelity.partition (data.make_fixed_batches)
 # Every protocol key and its choices (conf/fidelity/*.yaml); True/False for the booleans.
 FIDELITY_CHOICES = {
-    "partition": PARTITIONS, "drop_last": (True, False), "normalization": ("imagenet", "dataset"),
+    "partition": PARTITIONS, "drop_last": (True, False), "normalization": NORMALIZATIONS,
     "eval_batchnorm": ("train", "eval"), "eval_average": ("per_batch", "per_sample"), "eval_drop_last": (True, False),
     "hardest_count": COUNT_RULES, "tie_order": TIE_ORDERS,
     "precision": PRECISIONS, "matmul_tf32": (True, False), "cudnn_tf32": (True, False)}
