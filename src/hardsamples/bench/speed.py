@@ -132,9 +132,9 @@ def interleaved(windows: dict[str, Window], repeats: int, sync: Callable[[], Non
 
 def synthetic(num_train: int, native_size: int) -> HostData:
     """conf/dataset/synthetic.yaml's images (RGB, 10 classes) at a given count and native size."""
-    return make_synthetic(run_config("dataset=synthetic", f"dataset.num_train={num_train}",
-                                     f"dataset.num_test={num_train}", f"dataset.native_size={native_size}",
-                                     f"dataset.num_classes={NUM_CLASSES}", "dataset.channels=3").dataset)
+    return make_synthetic(composed_run_config("dataset=synthetic", f"dataset.num_train={num_train}",
+                                              f"dataset.num_test={num_train}", f"dataset.native_size={native_size}",
+                                              f"dataset.num_classes={NUM_CLASSES}", "dataset.channels=3").dataset)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
@@ -176,7 +176,7 @@ class Bench:
         TF32 in cuDNN only; channels_last on CUDA for both. The TF32 flags are process-wide, so the
         protocols are timed one after the other, never interleaved."""
         self.protocol = protocol
-        self.runtime: Runtime = make_runtime(run_config(f"device={self.s.device}", f"fidelity={protocol}"))
+        self.runtime: Runtime = make_runtime(composed_run_config(f"device={self.s.device}", f"fidelity={protocol}"))
 
     def describe_runtime(self) -> str:
         r = self.runtime
@@ -202,9 +202,9 @@ class Bench:
         runs out: hard_batches under the protocol of the runtime in use (use_runtime), at the
         profile's batch size, lr and momentum, seed 0."""
         s = self.s
-        cfg = run_config("method=hard_batches", f"fidelity={self.protocol}", f"delta={delta}", f"batch_size={s.batch_size}",
-                         f"optimizer.lr={s.lr}", f"optimizer.momentum={s.momentum}", "seed=0",
-                         f"epochs={10**9 // s.num_batches}", "compile=false")
+        cfg = composed_run_config("method=hard_batches", f"fidelity={self.protocol}", f"delta={delta}",
+                                  f"batch_size={s.batch_size}", f"optimizer.lr={s.lr}", f"optimizer.momentum={s.momentum}",
+                                  "seed=0", f"epochs={10**9 // s.num_batches}", "compile=false")
         return build_loop(cfg, self.data if data is None else data, self.runtime, model=model)
 
     def interval_window(self, loop: UpdateLoop) -> Window:
@@ -215,8 +215,8 @@ class Bench:
 
     def eval_settings(self, protocol: str) -> EvalSettings:
         """What a run under conf/fidelity/<protocol>.yaml evaluates with, at the profile's batch sizes."""
-        cfg = run_config(f"fidelity={protocol}", f"batch_size={self.s.batch_size}",
-                         f"eval.batch_size={self.s.eval_batch_size}")
+        cfg = composed_run_config(f"fidelity={protocol}", f"batch_size={self.s.batch_size}",
+                                  f"eval.batch_size={self.s.eval_batch_size}")
         return eval_settings(cfg, self.runtime)
 
 
@@ -336,7 +336,7 @@ def report_interval_costs(bench: Bench, m: dict) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def run_config(*overrides: str) -> DictConfig:
+def composed_run_config(*overrides: str) -> DictConfig:
     """A training run's config, conf/config.yaml composed as the training app composes it; read-only,
     since one object serves every call with the same overrides."""
     cfg = cli.compose("config", overrides)
@@ -346,7 +346,7 @@ def run_config(*overrides: str) -> DictConfig:
 
 def train_subset(protocol: str, n_train: int) -> int:
     """Training samples evaluated each interval under the protocol's default eval.train_subset."""
-    subset = run_config(f"fidelity={protocol}").eval.train_subset
+    subset = composed_run_config(f"fidelity={protocol}").eval.train_subset
     return n_train if subset is None else min(int(subset), n_train)
 
 
