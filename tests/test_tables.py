@@ -151,15 +151,15 @@ def test_unfinished_and_diverged_runs_are_listed_not_averaged(tmp_path):
     assert "(1 seed, no CI)" in sections["table3_cifar10"].display.loc[0, "test top-1"]
 
 
-def test_protocols_are_never_averaged_together(tmp_path):
+def test_setups_are_never_averaged_together(tmp_path):
     write_run(tmp_path, fidelity="paper_code", test_top1=60.0)
     write_run(tmp_path, fidelity="clean", test_top1=80.0)
     write_run(tmp_path, fidelity="clean", test_top1=82.0, epochs=12, e=6)
     sections, _, rows = tables_for(tmp_path)
     assert sorted(rows["test_top1_mean"]) == [60.0, 80.0, 82.0]
     tables = [s for key, s in sections.items() if key.startswith("table3_cifar10")]
-    assert len(tables) == 3  # one table per protocol, each saying which
-    assert {t.title.split("protocol ")[1].split(",")[0] for t in tables} == {"paper_code", "clean"}
+    assert len(tables) == 3  # one table per setup, each saying which
+    assert {t.title.split("setup ")[1].split(",")[0] for t in tables} == {"paper_code", "clean"}
 
 
 def test_a_switched_fidelity_key_is_another_protocol(tmp_path):

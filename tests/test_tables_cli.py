@@ -57,7 +57,7 @@ def test_end_to_end_from_two_trained_runs(tmp_path, capsys):
     # three intervals cannot confirm convergence (hold window 3): e is censored, counted, never averaged
     assert (table["e_mean"].between(1, 3) | (table["e_censored"] == 1)).all()
     # the Markdown tables go to the terminal too
-    assert "## Per-delta table: synthetic (not in the paper) — protocol paper_code, E=3" in printed
+    assert "## Per-delta table: synthetic (not in the paper) — setup paper_code, E=3" in printed
     assert "| network     | δ   | seeds   | train top-1" in printed
     assert "(1 seed, no CI)" in printed
     assert "Paper consistency" not in printed  # no record of the paper's datasets: auto leaves it out

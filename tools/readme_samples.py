@@ -21,7 +21,7 @@ MEMORISE = ROOT / "results" / "fashion_mnist_memorise" / "tables.md"  # the stud
 SECTIONS = {
     "memorise_verdicts": (MEMORISE, "## Plan verdicts"),
     "memorise_mechanism": (MEMORISE, "## Mechanism check"),
-    "fashion_mnist_delta": (FIRST, "## Per-delta table: fashion_mnist (not in the paper) — protocol"),
+    "fashion_mnist_delta": (FIRST, "## Per-delta table: fashion_mnist (not in the paper) — setup"),
     "fashion_mnist_methods": (FIRST, "## Methods: each against standard"),
 }
 BLOCK = re.compile(r"(<!-- sample: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end sample -->)", re.S)

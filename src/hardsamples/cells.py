@@ -2,8 +2,8 @@
 
 A cell is everything but the seed that tells runs apart:
   dataset, model      the dataset's and the timm model's names
-  protocol            the fidelity, named with any key switched from its defaults ("paper_code
-                      (eval_batchnorm=eval)"), E, the batch size and the image size
+  setup               the protocol (the fidelity, named with any key switched from its defaults:
+                      "paper_code (eval_batchnorm=eval)"), E, the batch size and the image size
   method, variant     the method as recorded (`standard` for Algorithm 1, whichever method config ran
                       it), and its options where they differ from conf/method/<method>.yaml
                       ("shape=cosine"); Algorithm 1 has none
@@ -26,9 +26,9 @@ from collections.abc import Iterable
 
 from hardsamples.record_files import NOT_COMPARED, comparable
 
-PROTOCOL = ["fidelity", "epochs", "batch_size", "image_size"]  # what makes two records measure the same thing
+SETUP = ["fidelity", "epochs", "batch_size", "image_size"]  # the protocol, E, B and size: what two records must share
 # In this order: every field before "settings" is a block of the tables (what delta = 1 is compared within).
-FIELDS = ["dataset", "model", *PROTOCOL, "settings", "method", "variant", "delta"]
+FIELDS = ["dataset", "model", *SETUP, "settings", "method", "variant", "delta"]
 # Config keys a cell's own fields cover (with the seed and the run name, which are never a cell's): a
 # key equal to one of these, or under one of COVERED_TREES, is never a setting. `model` and `dataset`
 # are the config groups (model=resnet50), whose other keys are settings (dataset.root).
@@ -167,8 +167,8 @@ def identity(cell: dict) -> tuple:
     return tuple(str(cell[field]) for field in FIELDS if field != "settings")
 
 
-def protocol_text(cell) -> str:
-    """The protocol in words for a table or a line: 'paper_code, E=20, B=512, 16 px'."""
+def setup_text(cell) -> str:
+    """The setup in words for a table or a line: 'paper_code, E=20, B=512, 16 px'."""
     return f"{cell['fidelity']}, E={g(cell['epochs'])}, B={g(cell['batch_size'])}, {g(cell['image_size'])} px"
 
 

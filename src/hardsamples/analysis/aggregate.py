@@ -2,8 +2,8 @@
 
 A run enters a mean only when its record says `finished`; running (unfinished), diverged, failed and
 unreadable runs stay in the run table with the reason, and every group row counts them. Means and
-intervals are over seeds; a row is one cell (cells.py: dataset, model, protocol, method and its variant,
-delta, and the settings a sweep varied), so records of different protocols or settings stay apart.
+intervals are over seeds; a row is one cell (cells.py: dataset, model, setup, method and its variant,
+delta, and the settings a sweep varied), so records of different setups or settings stay apart.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hardsamples import cells
 from hardsamples.analysis import columns
 from hardsamples.analysis.columns import BLOCK, GROUP, RULE_KEYS, for_rule, rule_key
 from hardsamples.analysis.convergence import GUARDS, convergence_epoch, epochs_to_reach, reach_target
-from hardsamples.analysis.loading import PROTOCOL, run_table
+from hardsamples.analysis.loading import SETUP, run_table
 from hardsamples.analysis.paper import Paper, model_sort_key
 from hardsamples.analysis.inference import (
     best_change_pct,
@@ -39,8 +39,8 @@ from hardsamples.analysis.inference import (
 DELTA_METHODS = ("standard", "hard_batches")  # the paper's Algorithms 1 and 2: Tables 3-6
 
 
-def protocol_slug(row) -> str:
-    """The protocol in a file name."""
+def setup_slug(row) -> str:
+    """The setup in a file name."""
     fidelity = re.sub(r"[^A-Za-z0-9_.]+", "-", str(row["fidelity"])).strip("-")
     return f"{fidelity}_E{row['epochs']:g}_B{row['batch_size']:g}_{row['image_size']:g}px"
 
@@ -89,7 +89,7 @@ TOP1 = (0.0, 100.0)  # the scale top-1 intervals are clipped to
 
 def group_rows(runs: pd.DataFrame, rules: dict, rule: str, confidence: float = 0.95,
                settings: dict | None = None) -> pd.DataFrame:
-    """Mean and t-interval over seeds for each (dataset, model, protocol, method, delta), e over the
+    """Mean and t-interval over seeds for each (dataset, model, setup, method, delta), e over the
     seeds that converged (censored ones counted apart), and every comparison with the block's
     standard delta = 1.0 row paired by seed (paired_columns). The chosen rule's columns also under
     plain names (e_mean, delta_e_pct, ...)."""
@@ -252,10 +252,10 @@ def _count_text(notes: pd.Series) -> str:
 
 
 def sort_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """Dataset, protocol, the paper's model order, settings (numbers in order), Algorithms 1 and 2 before
+    """Dataset, setup, the paper's model order, settings (numbers in order), Algorithms 1 and 2 before
     other methods, delta 1.0 first."""
     order = table.assign(_model=table["model"].map(model_sort_key))
-    by = ["dataset", *PROTOCOL, "_model"]
+    by = ["dataset", *SETUP, "_model"]
     if "settings" in table:
         order["_settings"] = table["settings"].map(cells.settings_sort_key)
         by.append("_settings")
@@ -287,7 +287,7 @@ def delta_table(rows: pd.DataFrame, paper: Paper) -> pd.DataFrame:
     for ours_column, paper_column in (("train_top1_mean", "paper_train_top1"), ("test_top1_mean", "paper_test_top1"),
                                       ("e_mean", "paper_e"), ("delta_e_pct", "paper_delta_e_pct")):
         table[f"{ours_column.removesuffix('_mean')}_minus_paper"] = table[ours_column] - table[paper_column]
-    return sort_rows(with_holm(table, ["dataset", *PROTOCOL]))
+    return sort_rows(with_holm(table, ["dataset", *SETUP]))
 
 
 def table6(rows: pd.DataFrame, paper: Paper, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -387,7 +387,7 @@ def table2(runs: pd.DataFrame, paper: Paper) -> pd.DataFrame:
 
 
 def methods_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every method against standard (delta = 1.0, same dataset, model, protocol and seeds), Holm over
+    """Every method against standard (delta = 1.0, same dataset, model, setup and seeds), Holm over
     the table's rows."""
     blocks = rows.loc[~rows["method"].isin(DELTA_METHODS), BLOCK].drop_duplicates()
     table = rows.merge(blocks, on=BLOCK)

@@ -17,15 +17,15 @@ import pandas as pd
 from hardsamples import cells
 from hardsamples.analysis.formatting import (Cells, as_is, bounds, censored_e, delta, delta_e_cell, delta_if_known,
                                              diff_ratio_cell, e_cell, each_row, each_row_of, fixed, interval, mean_pm,
-                                             methods, null_gain, of_epochs, p_value, paired_diff, protocols, reach_cell,
+                                             methods, null_gain, of_epochs, p_value, paired_diff, setups, reach_cell,
                                              seconds, sign_cell, text, timing, whole)
-from hardsamples.analysis.loading import PROTOCOL
+from hardsamples.analysis.loading import SETUP
 from hardsamples.analysis.paper import TABLE_OF_DATASET
 
-# A row is one cell (cells.py: the protocol with any switched key, the method's variant, and the settings a
+# A row is one cell (cells.py: the setup with the protocol's switched keys, the method's variant, and the settings a
 # sweep varied), so runs of two settings are never averaged together. BLOCK is a prefix of GROUP.
 GROUP = cells.FIELDS
-BLOCK = ["dataset", "model", *PROTOCOL, "settings"]  # what a delta-e or a Table 6 change compares within
+BLOCK = ["dataset", "model", *SETUP, "settings"]  # what a delta-e or a Table 6 change compares within
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def for_rule(columns: dict, rule: str) -> dict:
 
 PAPER = of_paper_dataset  # when the paper's own columns are shown
 DELTA = Table(  # Tables 3-5: the CSV has the paper's after ours; the display puts each beside ours
-    csv=("dataset", "model", "network", "delta", "method", "variant", "settings", *PROTOCOL, "n_seeds", "n_runs",
+    csv=("dataset", "model", "network", "delta", "method", "variant", "settings", *SETUP, "n_seeds", "n_runs",
          "not_in_means", "train_top1_mean", "train_top1_ci95", "train_top1_low", "train_top1_high",
          "train_top1_batch_mean", "train_top1_batch_ci95", "test_top1_mean", "test_top1_ci95", "test_top1_low",
          "test_top1_high", "test_top1_batch_mean", "test_top1_batch_ci95", "batch_evaluation", "pairs",
@@ -177,7 +177,7 @@ METHODS = Table(  # every other method against standard; Holm over the table's r
          "reach_train_loss_epochs", "reach_train_loss_base_epochs", "reach_train_loss_reached",
          "reach_train_loss_speedup", "reach_test_top1_epochs", "reach_test_top1_base_epochs",
          "reach_test_top1_reached", "reach_test_top1_speedup", "test_top1_diff_p_holm", "delta_e_p_holm"),
-    shown=(Column("dataset", "dataset"), Column("model", "model"), Column("protocol", "protocol", protocols),
+    shown=(Column("dataset", "dataset"), Column("model", "model"), Column("setup", "setup", setups),
            Column("method", "method", methods), Column("delta", "δ", delta), Column("n_seeds", "seeds", whole),
            Column("test_top1", "test top-1", interval),
            Column("test_top1_diff", "Δtest vs standard pp [95%]", paired_diff),
@@ -192,7 +192,7 @@ TABLE6 = Table(  # the best delta < 1 against delta = 1.0, beside what selection
     csv=(*BLOCK, "base_test_top1", "best_delta", "best_test_top1", "gain_pp", "k", "residual_sd", "seeds_complete",
          "null_expected_gain_pp", "null_p_best_wins", "null_upper95_pp", "selection_p", "change_pct",
          "null_expected_change_pct", "network", "paper_change_pct", "change_minus_paper"),
-    shown=(Column("dataset", "dataset"), Column("network", "network"), Column("protocol", "protocol", protocols),
+    shown=(Column("dataset", "dataset"), Column("network", "network"), Column("setup", "setup", setups),
            Column("base_test_top1", "δ = 1.0 test top-1", fixed()), Column("best_delta", "best δ < 1", fixed(1)),
            Column("best_test_top1", "its test top-1", fixed()), Column("gain_pp", "gain pp", fixed(2, True)),
            Column("null_expected_gain_pp", "no effect: expected gain pp", null_gain("null_upper95_pp")),
@@ -200,13 +200,13 @@ TABLE6 = Table(  # the best delta < 1 against delta = 1.0, beside what selection
            Column("change_pct", "change %", fixed()),
            Column("null_expected_change_pct", "no effect: expected change %", fixed()),
            Column("paper_change_pct", "paper change %", fixed()), Column("change_minus_paper", "diff", fixed(2, True))),
-    settings_after="protocol")
+    settings_after="setup")
 
 TABLE1 = Table(  # seconds per update, and its ratio to delta = 1.0 paired by seed
     csv=(*BLOCK, "method", "variant", "delta", "n_seeds", "timing", "seconds_per_update_mean",
          "seconds_per_update_ci95", "ratio_to_delta_1", "ratio_to_delta_1_low", "ratio_to_delta_1_high", "ratio_pairs",
          "ratio_of_means", "paper_seconds_per_update", "paper_ratio_to_delta_1"),
-    shown=(Column("dataset", "dataset"), Column("model", "model"), Column("protocol", "protocol", protocols),
+    shown=(Column("dataset", "dataset"), Column("model", "model"), Column("setup", "setup", setups),
            Column("method", "method", methods), Column("delta", "δ", delta), Column("n_seeds", "seeds", whole),
            Column("timing", "timed", timing),
            Column("seconds_per_update_mean", "s / update", seconds("seconds_per_update_ci95", "n_seeds", 5)),
@@ -226,7 +226,7 @@ TABLE2 = Table(  # parameters and FLOPs of each model as run
     settings_after=None)  # a model's shape, whatever the settings
 
 RUNS = Table(  # every run loaded (the CSV, with each rule's e) and those left out of the means (shown)
-    csv=("run_dir", "dataset", "model", "method", "delta", "settings", "seed", *PROTOCOL, "status", "included", "note",
+    csv=("run_dir", "dataset", "model", "method", "delta", "settings", "seed", *SETUP, "status", "included", "note",
          "intervals", "train_top1", "test_top1", "seconds_per_update", "error"),
     shown=(Column("dataset", "dataset"), Column("model", "model"), Column("method", "method"),
            Column("delta", "δ", delta_if_known), Column("seed", "seed"), Column("fidelity", "fidelity"),
@@ -255,7 +255,7 @@ SENSITIVITY_KEYS = ("e_mean", "e_n", "e_censored", "e_censored_why", "delta_e_pc
 
 def sensitivity(rules) -> Table:
     """e and Delta-e of every cell of Algorithms 1 and 2 under each rule."""
-    shown = [Column("dataset", "dataset"), Column("model", "model"), Column("protocol", "protocol", protocols),
+    shown = [Column("dataset", "dataset"), Column("model", "model"), Column("setup", "setup", setups),
              Column("method", "method", methods), Column("delta", "δ", delta), Column("n_seeds", "seeds", whole)]
     for rule in rules:
         shown += [Column(rule_key("e_mean", rule), f"{rule}: e", censored_e(rule_key("e_censored", rule))),

@@ -191,8 +191,8 @@ def methods(frame, key):
     return method_labels(frame)
 
 
-def protocols(frame, key):
-    return [cells.protocol_text(r) for _, r in frame.iterrows()]
+def setups(frame, key):
+    return [cells.setup_text(r) for _, r in frame.iterrows()]
 
 
 def null_gain(upper_key: str) -> Cells:

@@ -33,7 +33,7 @@ BATCH_INFO = ["batch_evaluation"]  # which rows of batch_accuracy.csv gave the p
 COLUMNS = IDENTITY + BATCH_STATS + BATCH_INFO + ["config"] + METRIC_COLUMNS
 # What makes two runs measure the same thing besides model, dataset, method and delta: records that
 # differ here are never averaged together, and every table names them (a cell's fields: cells.py).
-PROTOCOL = cells.PROTOCOL
+SETUP = cells.SETUP
 
 
 class NoRecords(ConfigError):

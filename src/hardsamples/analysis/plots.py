@@ -1,4 +1,4 @@
-"""The paper's Figures 1, 3 and 5 from run records, one figure per model, dataset and protocol, as PNG
+"""The paper's Figures 1, 3 and 5 from run records, one figure per model, dataset and setup, as PNG
 and PDF, sized to span both columns of a two-column paper.
 
 Top row: train loss and test top-1 against the interval t = updates / N, one line per delta (and per
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from cycler import cycler
 
-from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, protocol_slug, sort_rows
+from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, setup_slug, sort_rows
 from hardsamples.analysis.inference import t_interval
 
 # A figure* spanning both columns of a two-column paper (~7 in text width); 8 pt text stays readable
@@ -141,7 +141,7 @@ def paired_differences(line: pd.DataFrame, base: pd.DataFrame, metric: str):
 
 
 def figure_stem(info: dict) -> str:
-    return f"{info['dataset']}_{info['model']}_{protocol_slug(info)}"
+    return f"{info['dataset']}_{info['model']}_{setup_slug(info)}"
 
 
 def _matches(table: pd.DataFrame, values: dict) -> pd.Series:

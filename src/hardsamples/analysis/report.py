@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hardsamples.analysis import aggregate, columns
 from hardsamples.analysis.columns import expanded_settings
-from hardsamples.analysis.aggregate import protocol_slug
-from hardsamples.cells import protocol_text
+from hardsamples.analysis.aggregate import setup_slug
+from hardsamples.cells import setup_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
 from hardsamples.errors import ConfigError
-from hardsamples.analysis.loading import PROTOCOL, load_records, load_wandb
+from hardsamples.analysis.loading import SETUP, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
 from hardsamples.analysis.formatting import format_number
 from hardsamples.analysis.inference import MIN_SEEDS
@@ -58,16 +58,16 @@ def seeds_note(table: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------------------------- sections
 
 def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
-    """Tables 3-5 (and the same for any other dataset): one per dataset and protocol, each followed by
+    """Tables 3-5 (and the same for any other dataset): one per dataset and setup, each followed by
     its paired comparisons with delta = 1.0."""
     sections = []
-    for (dataset, *protocol), part in sorted(table.groupby(["dataset", *PROTOCOL]),
+    for (dataset, *setup), part in sorted(table.groupby(["dataset", *SETUP]),
                                              key=lambda kv: (TABLE_OF_DATASET.get(kv[0][0], 99), kv[0])):
         table_number = TABLE_OF_DATASET.get(dataset)
-        info = dict(zip(PROTOCOL, protocol))
+        info = dict(zip(SETUP, setup))
         key = f"table{table_number}_{dataset}" if table_number else f"delta_{dataset}"
-        if table.loc[table["dataset"] == dataset, PROTOCOL].drop_duplicates().shape[0] > 1:
-            key += f"_{protocol_slug(info)}"
+        if table.loc[table["dataset"] == dataset, SETUP].drop_duplicates().shape[0] > 1:
+            key += f"_{setup_slug(info)}"
         name = f"Table {table_number}: {dataset}" if table_number else f"Per-delta table: {dataset} (not in the paper)"
         batch_kind = ", ".join(sorted(set(part["batch_evaluation"].dropna()) - {""})) or "none recorded"
         notes = ["Top-1 in %: mean ± 95% Student-t interval over seeds (n − 1 df), cut to [0, 100] where it"
@@ -83,7 +83,7 @@ def delta_sections(table: pd.DataFrame, rule_text: str) -> list[Section]:
         notes += seeds_note(part)
         if table_number:
             notes.append("Paper: its printed values (one run; its ± is the batch kind); diff = ours − paper.")
-        sections.append(Section(key, f"{name} — protocol {protocol_text(info)}", columns.DELTA.render(part),
+        sections.append(Section(key, f"{name} — setup {setup_text(info)}", columns.DELTA.render(part),
                                 part[[c for c in columns.DELTA.csv if c in part]].reset_index(drop=True), notes=notes))
         compared = part[part["pairs"].fillna(0) > 0] if "pairs" in part else part.iloc[:0]
         if len(compared):
@@ -148,7 +148,7 @@ def table2_section(t2: pd.DataFrame) -> Section:
 
 
 def methods_section(methods: pd.DataFrame) -> Section:
-    return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, protocol and seeds)",
+    return Section("methods", "Methods: each against standard (δ = 1.0, same dataset, model, setup and seeds)",
                    columns.METHODS.render(methods), methods,
                    notes=["Every difference is paired by seed: mean [95% t-interval]; p Holm: paired t-test, Holm's"
                           " correction over the rows of this table. Δe % = (e_standard / e_method − 1) × 100 over seeds"
