@@ -189,16 +189,6 @@ def frozen_batchnorm_statistics(model: torch.nn.Module):
                 m.num_batches_tracked.copy_(tracked)
 
 
-def segments_to_trace(segments: list[Segment]) -> list[dict]:
-    rows = []
-    for seg in segments:
-        ids, losses = seg.batch_ids.tolist(), seg.losses.tolist()
-        for j, (batch, loss, kept) in enumerate(zip(ids, losses, seg.kept)):
-            rows.append({"update": seg.first_update + j + 1, "round": seg.round_index,
-                         "batch": batch, "loss": loss, "kept": kept})
-    return rows
-
-
 def mean_segment_loss(segments: list[Segment]) -> float:
     """The mean loss of the batches trained in the interval: one device read."""
     total = torch.stack([seg.losses.sum() for seg in segments]).sum()

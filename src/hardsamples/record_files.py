@@ -4,12 +4,12 @@ loads without it (the torch side of the record, its checkpoints, is records.py).
 
   run.json            RunHeader below: identity, sizes, versions, status, the resolved config
   metrics.csv         METRIC_COLUMNS, one row per interval (N updates): metrics_row
-  trace.csv           TRACE_COLUMNS, one row per update (record.trace=true)
+  trace.csv           TRACE_COLUMNS, one row per update (record.trace=true): trace_rows
   round_losses.csv    ROUND_LOSS_COLUMNS, one row per interval's first round (record.round_losses=true:
                       probe.py, the mechanism check)
   batch_accuracy.csv  BATCH_ACCURACY_COLUMNS, the final model's top-1 per evaluation batch: batch_accuracy_rows
   checkpoint.pt       everything needed to resume (records.save_checkpoint)
-  job.json            a sweep job's note of its attempt (sweep.JobNote)
+  job.json            a sweep job's note of its attempt (sweep.job: new_note, JobNote)
 
 A reader never sees a half-written file: each write goes to a temporary file that replaces the old one
 in a single rename. A run directory has one writer at a time (hold_run_dir), and every write into a
@@ -68,6 +68,8 @@ METRICS = {
     "extra_forward_passes": Metric("train/extra_forward_passes", 0),
 }
 METRIC_COLUMNS = list(METRICS)
+# The columns every interval's row holds a value in unless it diverged: the tables need them.
+REQUIRED_METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1"]
 METRIC_WANDB_KEYS = {column: metric.wandb_key for column, metric in METRICS.items()}
 METRIC_RANGES = {column: (metric.low, metric.high) for column, metric in METRICS.items() if metric.low is not None}
 
@@ -94,6 +96,18 @@ CSV_COLUMNS = {"metrics.csv": METRIC_COLUMNS, "trace.csv": TRACE_COLUMNS, "round
                "batch_accuracy.csv": BATCH_ACCURACY_COLUMNS}
 RECORD_FILES = ("run.json", "metrics.csv", "trace.csv", "round_losses.csv", "batch_accuracy.csv", "checkpoint.pt",
                 "job.json")
+
+
+def trace_rows(segments) -> list[dict]:
+    """trace.csv's rows of an interval, one per update: segments are the loop's (loop.Segment: a round's
+    run of updates, its first update, round index, batch ids, losses and samples kept)."""
+    rows = []
+    for seg in segments:
+        ids, losses = seg.batch_ids.tolist(), seg.losses.tolist()
+        for j, (batch, loss, kept) in enumerate(zip(ids, losses, seg.kept)):
+            rows.append({"update": seg.first_update + j + 1, "round": seg.round_index,
+                         "batch": batch, "loss": loss, "kept": kept})
+    return rows
 
 
 def batch_accuracy_rows(evaluation: str, train, test) -> list[dict]:

@@ -48,7 +48,7 @@ from hardsamples.data import DeviceData, eval_subset, load_host_data, to_device,
 from hardsamples.errors import ConfigError, Terminated, stop_reason
 from hardsamples.evaluate import EvalResult, EvalSettings, eval_settings, evaluate, final_evaluation
 from hardsamples.layout import CONF_DIR
-from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss, segments_to_trace
+from hardsamples.loop import Stopwatch, UpdateLoop, build_loop, device_clock, mean_segment_loss
 from hardsamples.probe import RoundProbe
 from hardsamples.record_files import RunHeader, batch_accuracy_rows, metrics_row
 from hardsamples.records import RunRecord
@@ -248,7 +248,7 @@ def train_and_record(cfg, loop: UpdateLoop, record: RunRecord, mirror: WandbMirr
                 record.add_interval(row)
                 record.set_status("diverged", error=message, finished_at=now())
                 return "diverged"
-            record.add_interval(row, segments_to_trace(segments) if cfg.record.trace else None,
+            record.add_interval(row, record_files.trace_rows(segments) if cfg.record.trace else None,
                                 probe.take_rows() if probe else None)
             if cfg.record.checkpoint:
                 record.save_checkpoint(loop.state_dict(), stopwatch.seconds)

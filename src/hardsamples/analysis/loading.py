@@ -21,8 +21,8 @@ import pandas as pd
 
 from hardsamples import cells
 from hardsamples.errors import ConfigError
-from hardsamples.record_files import (IDENTITY_FIELDS, METRIC_COLUMNS, METRIC_RANGES, METRIC_WANDB_KEYS, STATUSES,
-                                      UnusableFile, read_json, read_run_json)
+from hardsamples.record_files import (IDENTITY_FIELDS, METRIC_COLUMNS, METRIC_RANGES, METRIC_WANDB_KEYS,
+                                      REQUIRED_METRICS, STATUSES, UnusableFile, read_json, read_run_json)
 from hardsamples.analysis.inference import t_interval
 
 # run.json's identity fields (record_files), with where the row came from after the run's id and name.
@@ -169,8 +169,6 @@ FIELD_RULES = {  # field: (what it must be, a check of its value, may it be null
     "error": (_TEXT, lambda v: isinstance(v, str), True),
     "finished_at": (_TEXT, lambda v: isinstance(v, str), True),
 }
-# metrics.csv: the columns the tables need (the range of every value a run writes: record_files.METRICS).
-REQUIRED_METRICS = ["interval", "updates", "train_loss", "train_top1", "test_loss", "test_top1"]
 
 
 def _is_whole(value) -> bool:
