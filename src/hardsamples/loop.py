@@ -118,7 +118,7 @@ class UpdateLoop:
         rows = self.batches[batch_ids]
         losses = torch.empty(rows.shape[0], device=rows.device)
         kept = []
-        epoch = first // self.num_batches
+        epoch = first // self.num_batches  # 0-based, as Policy.reduce takes it: the record's interval - 1
         for j in range(rows.shape[0]):
             loss, n_kept = self.update(rows[j], epoch)
             losses[j] = loss

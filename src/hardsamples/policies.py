@@ -47,8 +47,8 @@ class Policy(Protocol):
     batch had when it was trained. Both stay on the device: no host synchronisation.
 
     When `per_sample` is true the loop hands each update's per-sample losses to
-    `reduce(per_sample_losses, epoch, epochs)` and back-propagates the loss it returns (with the number
-    of samples kept); otherwise it back-propagates the fused mean cross-entropy, as the authors did.
+    `reduce(per_sample_losses, epoch, epochs)` (epoch: the 0-based epoch-equivalent, the record's interval
+    - 1) and back-propagates the loss it returns (with the number of samples kept); otherwise it back-propagates the fused mean cross-entropy, as the authors did.
     `state_dict()` / `load_state_dict()` carry what a resumed run needs to choose as the uninterrupted
     one would have. `name` is the method as recorded in run.json; `k` the batches a round trains after
     round 0 (N for the policies that train every batch).
