@@ -50,6 +50,7 @@ def write_run(root, *, dataset="cifar10", model="resnet18", method=None, delta=1
         "run_id": name, "run_name": name, "sweep": "test", "model": model, "dataset": dataset, "method": method,
         "delta": delta, "seed": seed, "fidelity": fidelity, "num_batches": num_batches, "k": 10, "epochs": epochs,
         "update_budget": 10 * epochs, "batch_size": batch_size, "image_size": image_size, "num_classes": 10,
+        "channels": 3,
         "finished_at": f"2026-01-01T00:00:{seed:02d}+00:00" if status == "finished" else None, "config": config})
     losses = losses or step_curve(epochs, e)
     rows = [{"interval": t, "updates": 10 * t, "train_loss": losses[t - 1],

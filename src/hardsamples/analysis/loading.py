@@ -80,8 +80,8 @@ def _read_run(run_dir: Path, confidence: float) -> list[dict]:
         return [{"run_dir": str(run_dir), "source": "records", "status": "unreadable", "error": str(err)}]
     config = header["config"]
     run = {key: header.get(key) for key in IDENTITY if key in header}
-    run.update(run_dir=str(run_dir), source="records", channels=header.get("channels", channels_of(config)),
-               config=config)
+    # channels, like num_classes, is written once the data is read: Table 2 leaves out runs without both.
+    run.update(run_dir=str(run_dir), source="records", channels=header.get("channels"), config=config)
     try:
         batch_file = run_dir / "batch_accuracy.csv"
         if batch_file.exists():
@@ -243,12 +243,6 @@ def batch_stats(batches: pd.DataFrame, confidence: float = 0.95) -> dict:
     return out
 
 
-def channels_of(config: dict) -> int:
-    """Input channels, for Table 2's FLOPs: the config says so for generated data; digits is grey."""
-    dataset = config.get("dataset", {})
-    return int(dataset.get("channels", 1 if dataset.get("name") == "digits" else 3))
-
-
 def load_wandb(entity: str | None, project: str, group: str | None, api=None) -> pd.DataFrame:
     """The same table from W&B. Per-batch accuracies are not mirrored, so the paper-style interval
     columns stay empty: the local records have them.
@@ -304,7 +298,7 @@ def _wandb_run_rows(wrun) -> tuple[dict, list[dict]]:
            "model": config["model"]["name"], "method": summary.get("method"),
            "delta": config["delta"], "seed": config["seed"], "fidelity": config["fidelity"]["name"],
            "epochs": config["epochs"], "batch_size": config["batch_size"], "image_size": config["image_size"],
-           "channels": summary.get("channels", channels_of(config)), "num_classes": summary.get("num_classes"),
+           "channels": summary.get("channels"), "num_classes": summary.get("num_classes"),
            "num_batches": summary.get("num_batches"),
            "status": summary.get("status") or WANDB_STATES.get(wrun.state, wrun.state), "error": None,
            "finished_at": None, "config": config}
