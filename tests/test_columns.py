@@ -7,7 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from hardsamples.analysis import columns
+from hardsamples.analysis import columns, plan_columns
 from hardsamples.analysis.columns import Column, Table, rule_key
 from hardsamples.analysis.formatting import fixed
 
@@ -28,7 +28,8 @@ def test_a_rules_columns_keep_the_names_the_committed_csvs_carry():
                                                                              "reason_plateau"]
 
 
-TABLES = {name: value for name, value in vars(columns).items() if isinstance(value, Table)}
+TABLES = {name: value for module in (columns, plan_columns) for name, value in vars(module).items()
+          if isinstance(value, Table)}
 TABLES["sensitivity"] = columns.sensitivity({"relative": {}, "absolute": {}})
 
 

@@ -412,13 +412,11 @@ def sensitivity_summary(sensitivity: pd.DataFrame, rules: dict) -> pd.DataFrame:
         converged, censored = below[key("pairs_converged")].fillna(0), below[key("pairs_censored")].fillna(0)
         clean = below[(converged > 0) & (censored == 0)]
         d = clean[key("delta_e_pct")]
-        out.append({"rule": name, "cells": len(below), "all pairs converged": len(clean),
-                    "earlier (Δe > 0)": int((d > 0).sum()), "same (= 0)": int((d == 0).sum()),
-                    "later (< 0)": int((d < 0).sum()),
-                    "interval above 0": int((clean[key("delta_e_low")] > 0).sum()),
-                    "interval below 0": int((clean[key("delta_e_high")] < 0).sum()),
-                    "cells with censored pairs": int(((censored > 0) & (converged > 0)).sum()),
-                    "cells with no converged pair": int((converged == 0).sum()),
-                    "mean Δe % (all-converged cells)": d.mean(),
-                    "censored seeds (all deltas)": int(sensitivity[key("e_censored")].sum())})
+        out.append({"rule": name, "cells": len(below), "converged_cells": len(clean),
+                    "earlier_cells": int((d > 0).sum()), "same_cells": int((d == 0).sum()),
+                    "later_cells": int((d < 0).sum()), "above_0_cells": int((clean[key("delta_e_low")] > 0).sum()),
+                    "below_0_cells": int((clean[key("delta_e_high")] < 0).sum()),
+                    "censored_pair_cells": int(((censored > 0) & (converged > 0)).sum()),
+                    "unconverged_cells": int((converged == 0).sum()), "mean_delta_e_pct": d.mean(),
+                    "censored_seeds": int(sensitivity[key("e_censored")].sum())})
     return pd.DataFrame(out)

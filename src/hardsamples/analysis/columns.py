@@ -1,7 +1,8 @@
 """The columns of every table `make tables` writes, one `Table` per table: its CSV's columns in order,
 and the columns the Markdown and LaTeX show, each with the key it prints, its header and how its
 cells print. aggregate.py computes the numbers under these keys and keeps the CSV's order; report.py
-renders the shown columns. A new column is a line here (and its number in aggregate.py, if new).
+renders the shown columns. A new column is a line here (and its number in aggregate.py, if new); the
+columns of a plan's tables are in plan_columns.py, the same way.
 
 A rule's columns (e, Delta-e and the sign counts under one convergence rule) carry the rule's name
 (rule_key); the chosen rule's are also under their plain names (RULE_KEYS), which the tables use.
@@ -49,6 +50,11 @@ class Table:
         shown = {c.header: c.cells(frame, c.key) for c in self.shown if c.shown_if is None or c.shown_if(frame)}
         display = pd.DataFrame(shown).reset_index(drop=True)
         return with_settings(display, frame, self.settings_after) if self.settings_after else display
+
+    def headed(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """frame, its numbers as they are, with each shown column under its header: a CSV that reads like its
+        table (the sensitivity summary's, whose committed CSVs name their columns so)."""
+        return frame.rename(columns={c.key: c.header for c in self.shown})
 
 
 # ---------------------------------------------------------------------------------- the settings a sweep varied
@@ -262,6 +268,20 @@ def sensitivity(rules) -> Table:
                   Column(rule_key("delta_e", rule), f"{rule}: Δe %", rule_delta_e(rule))]  # delta_e_<rule>_pct, ...
     return Table(csv=(*GROUP, "n_seeds", *(rule_key(key, rule) for rule in rules for key in SENSITIVITY_KEYS)),
                  shown=tuple(shown))
+
+
+SENSITIVITY_SUMMARY = Table(  # the sign of Delta-e for delta < 1 under each rule (aggregate.sensitivity_summary)
+    csv=(),  # its CSV: the frame's columns under their headers (headed)
+    shown=(Column("rule", "rule"), Column("cells", "cells", whole),
+           Column("converged_cells", "all pairs converged", whole),
+           Column("earlier_cells", "earlier (Δe > 0)", whole), Column("same_cells", "same (= 0)", whole),
+           Column("later_cells", "later (< 0)", whole), Column("above_0_cells", "interval above 0", whole),
+           Column("below_0_cells", "interval below 0", whole),
+           Column("censored_pair_cells", "cells with censored pairs", whole),
+           Column("unconverged_cells", "cells with no converged pair", whole),
+           Column("mean_delta_e_pct", "mean Δe % (all-converged cells)", fixed()),
+           Column("censored_seeds", "censored seeds (all deltas)", whole)),
+    settings_after=None)
 
 
 def rule_delta_e(rule: str) -> Cells:

@@ -43,6 +43,16 @@ def diff_cell(estimate, low, high, n, digits: int = 2) -> str:
             f" {format_number(high, digits, True)}]{few_seeds(n)}")
 
 
+def bounded(value, low, high, digits: int = 2, signed: bool = False) -> str:
+    """'1.030 [1.024, 1.036]': the value alone without a low bound (one seed), empty without a value."""
+    if pd.isna(value):
+        return ""
+    number = format_number(value, digits, signed)
+    if pd.isna(low):
+        return number
+    return f"{number} [{format_number(low, digits, signed)}, {format_number(high, digits, signed)}]"
+
+
 def p_text(p) -> str:
     return "" if pd.isna(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
@@ -175,6 +185,12 @@ def bounds(high_key: str, signed: bool = True) -> Cells:
     return lambda frame, key: [
         f"[{format_number(lo, 2, signed)}, {format_number(hi, 2, signed)}]" if not pd.isna(lo) else ""
         for lo, hi in zip(frame[key], frame[high_key])]
+
+
+def with_bounds(digits: int = 2, signed: bool = False) -> Cells:
+    """key [key_low, key_high] (bounded)."""
+    return lambda frame, key: [bounded(v, lo, hi, digits, signed)
+                               for v, lo, hi in zip(frame[key], frame[f"{key}_low"], frame[f"{key}_high"])]
 
 
 def each_row(cell: Callable[[pd.Series], str]) -> Cells:

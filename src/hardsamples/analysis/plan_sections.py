@@ -1,5 +1,6 @@
 """The sections `make tables plan=<plan.yaml>` puts first: the plan's verdicts, its mechanism check,
-each arm's curve (best interval against final) and the paper's e beside its stability."""
+each arm's curve (best interval against final) and the paper's e beside its stability; their shown
+columns are in plan_columns.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from hardsamples.analysis import endpoints
+from hardsamples.analysis import endpoints, plan_columns
 from hardsamples.analysis.convergence import convergence_epoch
-from hardsamples.analysis.formatting import diff_cell, format_number, p_text
 from hardsamples.analysis.inference import paired_ratio, ratio_to_delta_e_pct, t_interval
 from hardsamples.analysis.plan import Plan, arm_runs, verdicts
 from hardsamples.analysis.report import Section
@@ -23,36 +23,7 @@ def plan_sections(runs: pd.DataFrame, plan: Plan, rules: dict, rule: str, confid
             e_section(arms, plan, rules[rule], rule, confidence)]
 
 
-def comparison_text(arm: str, against: str) -> str:
-    return f"{arm} vs {against}"
-
-
-def estimate_text(row) -> str:
-    if pd.isna(row["estimate"]):
-        return ""
-    if row["ratio"]:
-        return (f"×{format_number(row['estimate'], 3)} [{format_number(row['low'], 3)}, {format_number(row['high'], 3)}]"
-                if not pd.isna(row["low"]) else f"×{format_number(row['estimate'], 3)}")
-    return diff_cell(row["estimate"], row["low"], row["high"], row["used_pairs"])
-
-
-def margin_text(row) -> str:
-    if row["ratio"]:
-        return f"×[{format_number(1 / row['margin'], 3)}, {format_number(row['margin'], 3)}]"
-    return f"±{format_number(row['margin'])}"
-
-
 def verdict_section(table: pd.DataFrame, plan: Plan):
-    display = pd.DataFrame({
-        "endpoint": table["endpoint_label"], "comparison": [comparison_text(a, b) for a, b in
-                                                           zip(table["arm"], table["against"])],
-        "pairs": [f"{int(u)} of {int(p)}" + (f" ({int(c)} censored)" if c else "")
-                  for u, p, c in zip(table["used_pairs"], table["pairs"], table["censored_pairs"])],
-        "means": [f"{format_number(a, 2)} vs {format_number(b, 2)}" for a, b in zip(table["arm_mean"], table["against_mean"])],
-        "estimate [95%]": [estimate_text(r) for _, r in table.iterrows()],
-        "margin": [margin_text(r) for _, r in table.iterrows()],
-        "p Holm": table["p_holm"].map(p_text), "p TOST Holm": table["p_tost_holm"].map(p_text),
-        "verdict": table["verdict"]})
     notes = [f"Plan {plan.name} ({plan.path}), fixed before the runs. Each comparison is arm minus comparator,"
              " paired by seed (a seed fixes the data subset, the batch partition and the initial weights of every"
              " arm). Differences in percentage points with a 95% t-interval; reach endpoints as the speed ratio"
@@ -66,7 +37,8 @@ def verdict_section(table: pd.DataFrame, plan: Plan):
                          for f in dict.fromkeys(e.family for e in plan.endpoints)) + ".",
              "A verdict marked vacuous asks about hardness where the mechanism check (next table) found the chosen"
              " batches no harder than random ones."]
-    return Section("plan_verdicts", f"Plan verdicts: {plan.name}", display, table, notes=notes)
+    return Section("plan_verdicts", f"Plan verdicts: {plan.name}", plan_columns.VERDICTS.render(table), table,
+                   notes=notes)
 
 
 def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
@@ -76,20 +48,6 @@ def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
                        notes=["Run the arms with record.round_losses=true to measure whether the chosen batches"
                               " were harder than random ones; without it no verdict about hardness can be checked."])
 
-    def ci(m):
-        return [f"{format_number(v, 3)} [{format_number(lo, 3)}, {format_number(hi, 3)}]" if not pd.isna(lo) else format_number(v, 3)
-                for v, lo, hi in zip(mechanism[m], mechanism[f"{m}_low"], mechanism[f"{m}_high"])]
-
-    display = pd.DataFrame({
-        "arm": mechanism["arm"], "seeds": mechanism["seeds"].astype(int), "lift [95%]": ci("lift"),
-        "lift − random arm's [95%]": [f"{format_number(v, 3, True)} [{format_number(lo, 3, True)}, {format_number(hi, 3, True)}]"
-                                      if not pd.isna(v) else "" for v, lo, hi in
-                                      zip(mechanism["lift_vs_random"], mechanism["lift_vs_random_low"],
-                                          mechanism["lift_vs_random_high"])],
-        "spread / random [95%]": ci("spread"), "refresh would change [95%]": ci("refresh_change"),
-        "overlap with random (chance)": [f"{format_number(o, 3)} ({format_number(c, 3)})" if not pd.isna(o) else ""
-                                         for o, c in zip(mechanism["random_overlap"], mechanism["chance_overlap"])],
-        "hardness test": ["live" if live else "vacuous" for live in mechanism["live"]]})
     notes = ["From round_losses.csv (record.round_losses=true): at each interval's first round, every fixed batch's"
              " loss on the current model. lift: the chosen batches' mean loss / all batches' mean loss (1 = what a"
              " random choice gets on average), mean over probed rounds, then over seeds [95% t-interval]. spread:"
@@ -100,7 +58,7 @@ def mechanism_section(mechanism: pd.DataFrame, plan: Plan):
              f"Live when the lift's lower bound is at least {plan.mechanism['min_lift']} and, where a random arm with"
              " the same k ran, the paired difference of lifts is above 0 (its lower bound)."]
     return Section("plan_mechanism", "Mechanism check: were the chosen batches harder than random ones?",
-                   display, mechanism, notes=notes)
+                   plan_columns.MECHANISM.render(mechanism), mechanism, notes=notes)
 
 
 def curve_section(arms: dict, plan: Plan, confidence: float):
@@ -121,18 +79,11 @@ def curve_section(arms: dict, plan: Plan, confidence: float):
     data = pd.DataFrame(rows)
     if data.empty:
         return Section("plan_curves", "Curves: no runs of the plan's arms", pd.DataFrame(), data)
-    display = pd.DataFrame({
-        "arm": data["arm"], "seeds": data["seeds"], "final train top-1": data["final_train_top1"].map(format_number),
-        "best test top-1": data["best_test_top1"].map(format_number),
-        "at interval (mean)": [f"{format_number(t, 1)} of {e}" for t, e in zip(data["best_interval"], data["epochs"])],
-        "final test top-1": data["final_test_top1"].map(format_number),
-        "best − final pp [95%]": [f"{format_number(v, 2, True)} [{format_number(lo, 2, True)}, {format_number(hi, 2, True)}]"
-                                  for v, lo, hi in zip(data["best_minus_final"], data["best_minus_final_low"],
-                                                       data["best_minus_final_high"])]})
     notes = ["Means over seeds. best: each run's highest test top-1 over its intervals (chosen on the test set, so"
              " optimistic: a description of the curve, not an endpoint); best − final: how much a run lost after its"
              " best interval, [95% t-interval over seeds]."]
-    return Section("plan_curves", "Curves: best interval against final (test top-1)", display, data, notes=notes)
+    return Section("plan_curves", "Curves: best interval against final (test top-1)", plan_columns.CURVES.render(data),
+                   data, notes=notes)
 
 
 def e_section(arms: dict, plan: Plan, rule: dict, rule_name: str, confidence: float):
@@ -159,21 +110,13 @@ def e_section(arms: dict, plan: Plan, rule: dict, rule_name: str, confidence: fl
                        delta_e_high=ratio_to_delta_e_pct(r.high), delta_e_pairs=r.n)
         rows.append(row)
     data = pd.DataFrame(rows)
-    display = pd.DataFrame({
-        "arm": data["arm"], "e (converged seeds)": [f"{format_number(m, 1)} ± {format_number(c, 1)} ({n} of {s})" if n else f"– (0 of {s})"
-                                                    for m, c, n, s in zip(data["e_mean"], data["e_ci95"],
-                                                                          data["converged"], data["seeds"])],
-        "Δe % [95%]": [diff_cell(r.get("delta_e_pct"), r.get("delta_e_low"), r.get("delta_e_high"),
-                                 r.get("delta_e_pairs", 0)) if not pd.isna(r.get("delta_e_pct", math.nan)) else ""
-                       for _, r in data.iterrows()],
-        "calls changed: last interval dropped": data["changed_drop_last"],
-        "band 1.5σ": data["changed_band_1.5"], "band 2.5σ": data["changed_band_2.5"]})
     notes = [f"Descriptive only (no verdict rests on it): the paper's e under rule {rule_name}, mean ± 95% t over the"
              " seeds that converged; Δe % = (e₁ / e_δ − 1) × 100 over pairs where both converged. A call is the"
              " run's e or its censoring; 'calls changed' counts runs whose call differs when the curve ends one"
              " interval earlier, or when the noise band is 1.5σ or 2.5σ instead of 2σ: where these counts are"
              " large, e is not a stable quantity on these curves."]
-    return Section("plan_e", "The paper's e, descriptive, with its stability", display, data, notes=notes)
+    return Section("plan_e", "The paper's e, descriptive, with its stability", plan_columns.PAPER_E.render(data), data,
+                   notes=notes)
 
 
 def _calls(curve, rule: dict) -> dict:

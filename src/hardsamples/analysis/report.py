@@ -161,13 +161,12 @@ def sensitivity_sections(sensitivity: pd.DataFrame, summary: pd.DataFrame, rules
     rule_lines = [f"{name}: {describe_rule(rule, guards)}" + (" (the default here)" if name == chosen else "")
                   for name, rule in rules.items()]
     guard_text = ", ".join(f"{k}={v}" for k, v in (guards or {}).items())
-    summary_display = summary.assign(**{c: summary[c].map(format_number) for c in summary if c.startswith("mean")})
     return [Section("sensitivity", "Sensitivity: e and Δe % under each convergence rule",
                     columns.sensitivity(rules).render(sensitivity), sensitivity,
                     notes=["Rules: " + "; ".join(rule_lines) + f". Every rule after the same guards ({guard_text}):"
                            " stuck, still-falling and unconfirmed runs are censored."]),
             Section("sensitivity_summary", "Sensitivity summary: the sign of Δe for δ < 1 under each rule",
-                    summary_display, summary,
+                    columns.SENSITIVITY_SUMMARY.render(summary), columns.SENSITIVITY_SUMMARY.headed(summary),
                     notes=["Signs and intervals count only cells whose every pair converged; cells with a censored"
                            " pair are counted apart."])]
 
