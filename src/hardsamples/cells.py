@@ -11,7 +11,7 @@ A cell is everything but the seed that tells runs apart:
   settings            every other config key whose value differs between runs that agree on all the
                       above: the keys a sweep varies (optimizer.lr=0.01), as "key=value; key=value"
 
-Three readers use it: the sweep's summary (sweep.py), the W&B group (wandb_mirror.py) and the tables
+Three readers use it: the sweep's summary (sweep/summary.py), the W&B group (wandb_mirror.py) and the tables
 (analysis/aggregate.py). The summary and the tables find the setting keys among the records they read
 (`varying_keys`); a W&B run, logged on its own, takes the keys its sweep varies (`setting_keys`): for a
 sweep the two agree. No torch here.

@@ -8,7 +8,7 @@ the default) or, with `at_budget=stop`, stops after its next interval's checkpoi
 `interrupted` in run.json and `stopped` in job.json. Running the same command again is the next
 slice: finished runs are skipped, stopped ones resume from their checkpoint, postponed ones start.
 
-The sweeper hands the deadline to every job in its config (hydra.job.env_set, as sweep.py hands the
+The sweeper hands the deadline to every job in its config (hydra.job.env_set, as sweep/summary.py hands the
 swept keys), so jobs on other processes or machines read it from their environment.
 """
 
