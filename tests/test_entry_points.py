@@ -77,7 +77,7 @@ def test_bench_profile_keys_are_overridden_by_name():
     (["profile=gpu"], "profile=gpu is unknown: use one of auto, cpu, full"),
     (["device=tpu"], "device=tpu is not a device a run can train on"),
     (["device=mps"], "device=mps is not a device the bench runs on"),
-    (["compile=maybe"], "compile=maybe is not true or false"),
+    (["compile=maybe"], "compile=maybe is not one of its choices: use false, true"),
     (["runtimes=[fast]"], "runtimes=['fast'] must name each protocol once, from clean, paper_code"),
     (["runtimes=clean"], "write it in brackets, e.g. runtimes=[paper_code,clean]"),
     (["repeat=3"], "unknown option 'repeat': did you mean repeats?"),

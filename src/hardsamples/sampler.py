@@ -31,7 +31,8 @@ from torch.utils.data import Sampler
 
 from hardsamples.config_checks.values import one_of
 from hardsamples.data import make_fixed_batches
-from hardsamples.policies import HardBatchesPolicy, TrimmingPolicy
+from hardsamples.policies import ROUND_ORDERS, HardBatchesPolicy, TrimmingPolicy
+from hardsamples.record_files import TRACE_COLUMNS
 
 PREFETCH_WARNING = ("HardBatchSampler: a round was chosen while batches the DataLoader drew ahead (num_workers > 0"
                     " prefetches) had not reported their loss yet; they competed with the loss they had when last"
@@ -68,6 +69,7 @@ class HardBatchSampler(Sampler[list[int]]):
             raise ValueError(f"epochs={epochs} must be at least 1")
         if not 0.0 < delta <= 1.0:
             raise ValueError(f"delta={delta} is outside (0, 1]: 1.0 is Algorithm 1, e.g. 0.2 trains the hardest fifth")
+        one_of("round_order", round_order, ROUND_ORDERS)
         self.batches = make_fixed_batches(num_samples, batch_size, drop_last=drop_last,
                                           partition="shuffled" if shuffle else "dataset_order", seed=seed,
                                           device=torch.device("cpu"))
@@ -106,7 +108,7 @@ class HardBatchSampler(Sampler[list[int]]):
                 enumerate(((r, b) for r, ids in enumerate(self.history) for b in ids), start=1)]
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["update", "round", "batch"])
+            writer.writerow(TRACE_COLUMNS[:3])
             writer.writerows(rows)
 
     def start_training(self) -> None:

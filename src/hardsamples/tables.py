@@ -20,14 +20,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hardsamples import cli
 from hardsamples.analysis.report import run
+from hardsamples.config_checks.tables import check_tables_settings
 from hardsamples.errors import ConfigError, first_line
 
 PROG = "python -m hardsamples.tables"
 
 
 def compose(overrides: list[str]) -> DictConfig:
-    """conf/tables.yaml with key=value overrides; a bad one is a one-line ConfigError."""
-    return cli.compose_checked("tables", overrides, PROG)
+    """conf/tables.yaml with key=value overrides, checked (config_checks.tables); a bad one is a one-line
+    ConfigError."""
+    cfg = cli.compose_checked("tables", overrides, PROG)
+    check_tables_settings(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

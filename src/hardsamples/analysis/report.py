@@ -24,7 +24,6 @@ from hardsamples.analysis.columns import expanded_settings
 from hardsamples.analysis.aggregate import setup_slug
 from hardsamples.cells import setup_text
 from hardsamples.analysis.consistency import ConsistencyReport, consistency_report
-from hardsamples.errors import ConfigError
 from hardsamples.analysis.loading import SETUP, load_records, load_wandb
 from hardsamples.analysis.paper import TABLE_OF_DATASET, Paper, load_paper
 from hardsamples.analysis.formatting import format_number
@@ -192,14 +191,15 @@ def consistency_sections(report: ConsistencyReport) -> list[Section]:
     ]
 
 
-def status_sections(runs: pd.DataFrame) -> list[Section]:
+def status_sections(runs: pd.DataFrame, rules: dict) -> list[Section]:
     counts = runs["status"].fillna("unreadable").value_counts()
     left_out = runs[~runs["included"]]
     title = (f"Runs: {len(runs)} loaded ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
              f"{int(runs['included'].sum())} enter the means")
     notes = (["The runs in this table are counted in the tables' 'not in means' column and never averaged in."]
              if len(left_out) else ["Every run finished and enters the means."])
-    csv = [c for c in columns.RUNS.csv if c in runs] + [c for c in runs if c.startswith(("e_", "converged_"))]
+    per_rule = [columns.rule_key(plain, rule) for rule in rules for plain in ("e", "converged")]
+    csv = [c for c in (*columns.RUNS.csv, *per_rule) if c in runs]
     return [Section("runs", title, columns.RUNS.render(left_out), runs[csv], notes=notes)]
 
 
@@ -241,13 +241,10 @@ def figures_dir(cfg: DictConfig) -> Path:
 
 
 def load(cfg: DictConfig) -> pd.DataFrame:
+    """The runs of a checked config (config_checks.tables): from the records, or from W&B."""
     if cfg.source == "records":
-        if not cfg.runs:
-            raise ConfigError("runs= is empty: expected a directory of run records, e.g. RUNS=results/runs")
         return load_records(cfg.runs, cfg.confidence)
-    if cfg.source == "wandb":
-        return load_wandb(cfg.wandb.entity, cfg.wandb.project, cfg.wandb.group)
-    raise ConfigError(f"source={cfg.source} is unknown: use records (the run records) or wandb (the W&B mirror)")
+    return load_wandb(cfg.wandb.entity, cfg.wandb.project, cfg.wandb.group)
 
 
 def settings_of(cfg: DictConfig) -> dict:
@@ -259,12 +256,8 @@ def settings_of(cfg: DictConfig) -> dict:
 def rules_of(cfg: DictConfig) -> dict:
     """Each rule with the shared guards (a rule may override one)."""
     guards = OmegaConf.to_container(cfg.convergence.guards, resolve=True)
-    rules = {name: {**guards, **rule} for name, rule in
-             OmegaConf.to_container(cfg.convergence.rules, resolve=True).items()}
-    if cfg.convergence.rule not in rules:
-        raise ConfigError(f"convergence.rule={cfg.convergence.rule} is not one of convergence.rules:"
-                          f" {', '.join(rules)} (conf/tables.yaml)")
-    return rules
+    return {name: {**guards, **rule} for name, rule in
+            OmegaConf.to_container(cfg.convergence.rules, resolve=True).items()}
 
 
 def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -273,7 +266,7 @@ def build(cfg: DictConfig) -> tuple[list[Section], pd.DataFrame, pd.DataFrame, p
     paper, report = paper_and_report(cfg.paper_dir)
     runs = aggregate.summarise_runs(df, rules)
     rows = aggregate.group_rows(runs, rules, cfg.convergence.rule, cfg.confidence, settings_of(cfg))
-    sections = status_sections(runs)
+    sections = status_sections(runs, rules)
     if cfg.get("plan"):  # a study's plan: its verdicts come first
         from hardsamples.analysis.plan import load_plan
         from hardsamples.analysis.plan_sections import plan_sections
@@ -301,10 +294,7 @@ def paper_records_wanted(setting, runs: pd.DataFrame) -> bool:
     the paper's datasets (CIFAR-10, CIFAR-100, STL-10); true always; false never."""
     if setting == "auto":
         return bool(runs["dataset"].isin(list(TABLE_OF_DATASET)).any())
-    if isinstance(setting, bool):
-        return setting
-    raise ConfigError(f"paper_consistency={setting} is unknown: use auto (beside runs of the paper's datasets),"
-                      " true or false")
+    return setting
 
 
 @functools.lru_cache(maxsize=2)

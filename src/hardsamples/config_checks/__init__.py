@@ -9,8 +9,11 @@
   values        the rules for one value that settings and the bench share (a number, a whole number,
                 a minimum, a limit, one of its choices)
   bench         the composed `make bench` settings
+  tables        the composed `make tables` settings: the source, the convergence rule, paper_consistency
   data          the data once read: what every source must give, the split sizes a run needs
   loop          the built loop: the model takes the images, the optimizer steps, BatchNorm evaluates
+
+A policy adds, as it is built, only the rules its own method has (settings.py says which).
 
 A refusal is one line naming the problem and the fix, and exit code 2 with nothing written: inside a
 run a ConfigError (train.main prints it), on the command line and in Hydra's callback `refuse`.

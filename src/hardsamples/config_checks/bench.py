@@ -3,13 +3,11 @@ problem refused in one line naming the key and the fix."""
 
 from __future__ import annotations
 
-import math
-
 import timm
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hardsamples.config_checks.settings import check_device_name
-from hardsamples.config_checks.values import at_least, require_number
+from hardsamples.config_checks.values import at_least, non_negative, one_of, require_number
 from hardsamples.errors import ConfigError
 from hardsamples.layout import group_choices
 
@@ -23,14 +21,12 @@ def check_bench_settings(s: DictConfig, delta: float) -> None:
                               ("projection.epochs", 1, ""), ("projection.deltas", 1, ""), ("projection.seeds", 1, "")):
         at_least(s, key, minimum, why)
     for key in ("lr", "momentum"):
-        if not math.isfinite(value := require_number(s, key, f"{key}=0.005")) or value < 0:
-            raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}=0.005")
+        non_negative(s, key, "0.005")
     if s.threads is not None:
         at_least(s, "threads", 1, " (null: torch's default)")
     if s.peak_tflops is not None and require_number(s, "peak_tflops", "peak_tflops=989.4") <= 0:
         raise ConfigError(f"peak_tflops={s.peak_tflops} must be positive: a dense bf16 peak in TFLOP/s, or null")
-    if not isinstance(s.compile, bool):
-        raise ConfigError(f"compile={s.compile} is not true or false: write compile=true or compile=false")
+    one_of("compile", s.compile, (False, True))
     check_device_name(s.device)
     if str(s.device) == "mps":  # its timer synchronises CUDA only
         raise ConfigError("device=mps is not a device the bench runs on: use auto, cpu or cuda[:i]")

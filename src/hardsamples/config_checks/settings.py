@@ -1,17 +1,17 @@
 """The composed run config, checked before anything is written: types, ranges, limits, choices, and
 combinations that could not produce a number. Each problem is refused in one line naming the key and
 the fix (ConfigError; the entry points print it and exit with code 2). The builders (runtime, data,
-policies, the W&B mirror) take a config checked here and do not check it again."""
+policies, the W&B mirror) take a config checked here and do not check it again; a policy adds only the
+rules its own method has (a trimming q in (0, 1], delta = 1 where every batch trains, k >= 1 under
+float_int, which needs N)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hardsamples import wandb_mirror
-from hardsamples.config_checks.values import at_least, at_most, one_of, require_number, whole
+from hardsamples.config_checks.values import at_least, at_most, non_negative, one_of, require_number, whole
 from hardsamples.data import NORMALIZATIONS
 from hardsamples.errors import ConfigError
 from hardsamples.policies import COUNT_RULES, ROUND_ORDERS, TIE_ORDERS, TrimmingPolicy
@@ -19,7 +19,7 @@ from hardsamples.policies import COUNT_RULES, ROUND_ORDERS, TIE_ORDERS, Trimming
 WANDB_MODES = wandb_mirror.MODES
 PRECISIONS = ("auto", "bf16", "fp32")  # precision and fidelity.precision (runtime.resolve_precision)
 PARTITIONS = ("dataset_order", "shuffled")  # fidelity.partition (data.make_fixed_batches)
-# Every protocol key and its choices (conf/fidelity/*.yaml); True/False for the booleans.
+# Every fidelity key and its choices (conf/fidelity/*.yaml); True/False for the booleans.
 FIDELITY_CHOICES = {
     "partition": PARTITIONS, "drop_last": (True, False), "normalization": NORMALIZATIONS,
     "eval_batchnorm": ("train", "eval"), "eval_average": ("per_batch", "per_sample"), "eval_drop_last": (True, False),
@@ -59,9 +59,7 @@ def check_settings(cfg: DictConfig) -> None:
     for key, example in (("optimizer.lr", "0.005"), ("optimizer.momentum", "0.9"), ("optimizer.weight_decay", "0.0")):
         if users_optimizer and OmegaConf.select(cfg, key) is None:
             continue
-        value = require_number(cfg, key, f"{key}={example}")
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}={example}")
+        non_negative(cfg, key, example)
     if not users_optimizer and cfg.optimizer.momentum >= 1:  # SGD's velocity then grows without bound
         raise ConfigError(f"optimizer.momentum={cfg.optimizer.momentum} is not below 1 (SGD's steps would grow"
                           " without bound): use a momentum in [0, 1), e.g. optimizer.momentum=0.9")
@@ -109,9 +107,7 @@ def check_dataset_settings(cfg: DictConfig) -> None:
         at_most(cfg, "dataset.native_size", cfg.dataset.native_size, "image_size")
         at_least(cfg, "dataset.channels", 1)
         at_most(cfg, "dataset.channels", cfg.dataset.channels, "channels")
-        if not 0 <= require_number(cfg, "dataset.noise", "dataset.noise=0.25") < math.inf:
-            raise ConfigError(f"dataset.noise={cfg.dataset.noise} is not a finite number >= 0: use e.g."
-                              " dataset.noise=0.25")
+        non_negative(cfg, "dataset.noise", "0.25")
         if not 0 <= require_number(cfg, "dataset.hard_fraction", "dataset.hard_fraction=0.1") <= 1:
             raise ConfigError(f"dataset.hard_fraction={cfg.dataset.hard_fraction} is outside [0, 1]: pick a"
                               " fraction, e.g. dataset.hard_fraction=0.1")
@@ -125,7 +121,7 @@ def check_dataset_settings(cfg: DictConfig) -> None:
         if not SPLIT_SEED_RANGE[0] <= split_seed <= SPLIT_SEED_RANGE[1]:
             raise ConfigError(f"dataset.split_seed={split_seed} is outside [0, 2^32 - 1], scikit-learn's seeds: pick"
                               " e.g. dataset.split_seed=0")
-    if source == "image_folder":  # the folder itself is checked when it is read (data.py)
+    if source == "image_folder":  # the folder itself is checked when it is read (own_data.py)
         at_least(cfg, "dataset.decode_workers", 0)
         if OmegaConf.select(cfg, "dataset.shuffle_seed") is not None:
             whole(cfg, "dataset.shuffle_seed", "dataset.shuffle_seed=0")

@@ -19,6 +19,14 @@ def require_number(cfg: DictConfig, key: str, example: str) -> float:
     return value
 
 
+def non_negative(cfg: DictConfig, key: str, example: str) -> float:
+    """A finite number >= 0 (a learning rate, a momentum, a noise level)."""
+    value = require_number(cfg, key, f"{key}={example}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{key}={value} is not a finite number >= 0: use e.g. {key}={example}")
+    return value
+
+
 def whole(cfg: DictConfig, key: str, example: str) -> int:
     """A whole number written as one: 32.0 (or 1e9) is refused, since the run would carry the float into
     shapes and counts (and into its recorded config) where an integer belongs."""
