@@ -29,7 +29,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardsamples.errors import ConfigError
@@ -157,7 +157,6 @@ class RunHeader:
     config: dict = field(default_factory=dict)  # the resolved Hydra config
 
 
-RUN_FIELDS = tuple(f.name for f in fields(RunHeader))
 # What a table needs to know of a run beyond its config and rows (analysis/loading.py).
 IDENTITY_FIELDS = ("run_id", "run_name", "sweep", "dataset", "model", "method", "delta", "seed", "fidelity",
                    "epochs", "batch_size", "image_size", "num_classes", "channels", "num_batches", "status",
@@ -277,6 +276,34 @@ def read_rows(run_dir: Path, name: str) -> list[dict]:
             return [row for row in csv.DictReader(f) if any(str(value or "").strip() for value in row.values())]
     except (csv.Error, UnicodeDecodeError) as err:
         raise UnusableFile(f"{type(err).__name__}: {err}", damaged=True) from err
+
+
+def read_table(path: Path, required: list[str]):
+    """One of the record's CSV files as a pandas DataFrame, for the tables: refused (UnusableFile) unless every
+    row has the header's number of fields (pandas would fill a short row with NaN, or take an extra first
+    field as the index, and shift the values under the wrong columns) and the required columns are there."""
+    import pandas as pd  # the tables' side only: a training run never loads it for this
+
+    def unusable(err: Exception) -> UnusableFile:
+        return UnusableFile(f"{path.name}: {type(err).__name__}: {err}".replace("\n", " "), damaged=True)
+
+    try:
+        text = Path(path).read_text()
+        lines = [row for row in csv.reader(io.StringIO(text)) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise unusable(err) from err
+    short = next((i for i, row in enumerate(lines[1:], 2) if len(row) != len(lines[0])), None)
+    if short is not None:
+        raise UnusableFile(f"{path.name}: row {short} has {len(lines[short - 1])} fields for the header's"
+                           f" {len(lines[0])} (a row cut or shifted)", damaged=True)
+    try:
+        table = pd.read_csv(io.StringIO(text))
+    except ValueError as err:  # pandas' EmptyDataError and ParserError among them
+        raise unusable(err) from err
+    missing = [c for c in required if c not in table]
+    if missing:
+        raise UnusableFile(f"{path.name}: missing column(s) {', '.join(missing)}", damaged=False)
+    return table
 
 
 def read_job_note(path: Path) -> dict | None:

@@ -11,8 +11,6 @@ job, and they list what they leave out.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import pandas as pd
 from hardsamples import cells
 from hardsamples.errors import ConfigError
 from hardsamples.record_files import (IDENTITY_FIELDS, METRIC_COLUMNS, METRIC_RANGES, METRIC_WANDB_KEYS,
-                                      REQUIRED_METRICS, STATUSES, UnusableFile, read_json, read_run_json)
+                                      REQUIRED_METRICS, STATUSES, UnusableFile, read_json, read_run_json,
+                                      read_table)
 from hardsamples.analysis.inference import t_interval
 
 # run.json's identity fields (record_files), with where the row came from after the run's id and name.
@@ -123,23 +122,11 @@ def _read_header(path: Path) -> dict:
 
 
 def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
-    """A CSV whose every row has the header's number of fields (pandas would fill a short row with NaN, or
-    take an extra first field as the index, and shift the values under the wrong columns)."""
+    """record_files.read_table, its problem as this module's Unreadable (the run is listed, never averaged)."""
     try:
-        text = path.read_text()
-        lines = [row for row in csv.reader(io.StringIO(text)) if row]
-        short = next((i for i, row in enumerate(lines[1:], 2) if len(row) != len(lines[0])), None)
-        if short is not None:
-            raise Unreadable(f"{path.name}: row {short} has {len(lines[short - 1])} fields for the header's"
-                             f" {len(lines[0])} (a row cut or shifted)")
-        table = pd.read_csv(io.StringIO(text))
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.EmptyDataError,
-            pd.errors.ParserError) as err:
-        raise Unreadable(f"{path.name}: {type(err).__name__}: {err}".replace("\n", " ")) from err
-    missing = [c for c in required if c not in table]
-    if missing:
-        raise Unreadable(f"{path.name}: missing column(s) {', '.join(missing)}")
-    return table
+        return read_table(path, required)
+    except UnusableFile as err:
+        raise Unreadable(err.problem) from err
 
 
 # --- what a record must hold to be tabulated -----------------------------------------------------------------
