@@ -6,7 +6,7 @@
 
 A run owns its directory (results/runs/<sweep>/<run name>): a finished run is skipped, an
 interrupted one resumes from its last checkpoint, and anything else starts fresh. In a sweep each
-job goes through sweep.sweep_job, which records a failure and lets the other runs go on.
+job goes through sweep.job.sweep_job, which records a failure and lets the other runs go on.
 
 The story, in order (`run_held`): check the config; skip a run already over; build the data and the
 update loop (loop.build_loop); resume from the checkpoint if the run was interrupted; then train
@@ -296,7 +296,7 @@ def progress_bar(cfg: DictConfig, loop: UpdateLoop):
     """tqdm over the updates, shown in images with ETA and images/s (`progress`): auto, a bar on a
     terminal only (logs and sweeps keep their one line per interval); bar, a bar anywhere; log, a log
     line every progress_every_s seconds; off, none. In a sweep each job process draws on a line of its
-    own (sweep.bar_position). Log lines are routed around the bar."""
+    own (sweep.job.bar_position). Log lines are routed around the bar."""
     mode = OmegaConf.select(cfg, "progress", default="auto")  # checked by config_checks.settings
     if mode == "log":
         every = float(cfg.progress_every_s)

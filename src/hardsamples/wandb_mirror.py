@@ -135,9 +135,9 @@ def init_timeout() -> float:
 
 def swept_keys() -> list[str]:
     """The keys this run's sweep varies: the sweep's launching process lists them (sweep.naming.SWEPT_ENV)."""
-    from hardsamples.sweep.naming import SWEPT_ENV  # torch: only where a run trains
+    from hardsamples.sweep.naming import env_swept_keys  # torch: only where a run trains
 
-    return [key for key in os.environ.get(SWEPT_ENV, "").split(",") if key]
+    return env_swept_keys()
 
 
 def cell_group(header: dict) -> str:

@@ -4,14 +4,11 @@ callback around a whole sweep).
 
 Importing the package registers the OmegaConf resolvers the configs use (${visible_gpus_or:2},
 ${gpu_job_slots:...}, ${sweep_subdir:}): a config composed after `import hardsamples.sweep`, or after any
-of its modules, resolves them. The names below are the ones configs (hydra.callbacks:
-hardsamples.sweep.SweepSummary), comments and other code name at the package.
+of its modules, resolves them. SweepSummary is named here because conf/config.yaml names it at the
+package (hydra.callbacks: hardsamples.sweep.SweepSummary); code imports the rest from its module.
 """
 
-from hardsamples.sweep.gpus import claim_gpu
-from hardsamples.sweep.job import SWEEP_ID_ENV, JobNote, bar_position, read_job_notes, sweep_job
-from hardsamples.sweep.naming import SWEPT_ENV, run_dir_name
-from hardsamples.sweep.summary import SweepSummary, summary_text
+from hardsamples.sweep import gpus, naming  # noqa: F401  register the resolvers the configs use
+from hardsamples.sweep.summary import SweepSummary
 
-__all__ = ["SWEEP_ID_ENV", "SWEPT_ENV", "JobNote", "SweepSummary", "bar_position", "claim_gpu", "read_job_notes",
-           "run_dir_name", "summary_text", "sweep_job"]
+__all__ = ["SweepSummary"]

@@ -41,8 +41,15 @@ def job_swept_keys(root) -> list[str]:
     """The swept keys as a job sees them: in its config (sweep_env_overrides; Hydra resolves the job's
     directory before it applies env_set), else in the environment (a job started some other way)."""
     listed = OmegaConf.select(root, f"hydra.job.env_set.{SWEPT_ENV}", default=None)
-    if listed is None:
-        listed = os.environ.get(SWEPT_ENV, "")
+    return env_swept_keys() if listed is None else _key_list(listed)
+
+
+def env_swept_keys() -> list[str]:
+    """The swept keys the sweep's launching process put in the environment."""
+    return _key_list(os.environ.get(SWEPT_ENV, ""))
+
+
+def _key_list(listed) -> list[str]:
     return [key for key in str(listed).split(",") if key]
 
 

@@ -124,7 +124,7 @@ def final_row(run_dir: Path) -> tuple[dict, dict] | None:
 
 
 def cell_lines(run_dirs: list[Path]) -> list[str]:
-    """Per cell (cells.py: model, dataset, method, delta, protocol and the settings the sweep varied):
+    """Per cell (cells.py: model, dataset, method, delta, setup and the settings the sweep varied):
     the seeds' mean final test top-1 and train loss with their sd, a first look only; `make tables`
     gives e, delta-e and their 95% CIs, cell by cell the same."""
     found = [row for row in map(final_row, run_dirs) if row]

@@ -17,7 +17,7 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 @dataclass
 class SharedGpuJoblibConf(JobLibLauncherConf):
     """Hydra's joblib launcher options and jobs_per_gpu: how many jobs share one GPU, each pinned to it
-    (hardsamples.sweep.claim_gpu). Small models leave a GPU mostly idle, so k jobs on it finish up to k
+    (hardsamples.sweep.gpus.claim_gpu). Small models leave a GPU mostly idle, so k jobs on it finish up to k
     runs in the time of one, until the GPU is busy."""
 
     _target_: str = "hydra_plugins.hardsamples_launchers.launchers.JoblibLauncher"
