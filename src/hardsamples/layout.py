@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR / "conf"  # Hydra's primary config directory: config.yaml, tables.yaml, bench.yaml
-EXPERIMENT_DIR = CONF_DIR / "experiment"  # the grids (sweeps/ in a checkout): experiment=<name>
 PAPER_NUMBERS_DIR = PACKAGE_DIR / "analysis" / "reference"  # the paper's tables, transcribed
 
 

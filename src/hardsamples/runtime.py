@@ -60,13 +60,13 @@ def make_runtime(cfg) -> Runtime:
     return runtime
 
 
-def resolve_precision(requested: str, protocol: str, device_type: str) -> str:
+def resolve_precision(requested: str, protocol_precision: str, device_type: str) -> str:
     """bf16 or fp32: `precision` unless auto, then the protocol's (fidelity.precision), whose auto
     means bf16 autocast on CUDA and float32 elsewhere. The CPU always runs float32. Both are among
     config_checks.settings.PRECISIONS (checked with the config)."""
     if device_type != "cuda":
         return "fp32"
-    choice = requested if requested != "auto" else protocol
+    choice = requested if requested != "auto" else protocol_precision
     return "bf16" if choice == "auto" else choice
 
 

@@ -26,7 +26,7 @@ from hardsamples.analysis.paper import TABLE_OF_DATASET
 # A row is one cell (cells.py: the setup with the protocol's switched keys, the method's variant, and the settings a
 # sweep varied), so runs of two settings are never averaged together. BLOCK is a prefix of GROUP.
 GROUP = cells.FIELDS
-BLOCK = ["dataset", "model", *SETUP, "settings"]  # what a delta-e or a Table 6 change compares within
+BLOCK = GROUP[:GROUP.index("settings") + 1]  # what a delta-e or a Table 6 change compares within
 
 
 @dataclass(frozen=True)

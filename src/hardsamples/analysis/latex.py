@@ -3,7 +3,7 @@
 A table keeps its rows; its columns are fitted to `width_pt` (conf/tables.yaml latex_width_pt: 345 pt,
 an article's text width at 10 pt):
   - columns empty in every row are left out, and the row labels every row shares (one dataset, one
-    model, one protocol) go to the caption;
+    model, one setup) go to the caption;
   - a long cell wraps in a column of fixed width, a long header over its cells' width;
   - a table still wider is split by columns into parts, each a float of its own that repeats the row
     labels (the columns up to δ and the settings a sweep varied).
@@ -80,7 +80,7 @@ def longest_word_pt(texts: list[str]) -> float:
 
 def latex(key: str, title: str, display: pd.DataFrame, width_pt: float = TEXT_WIDTH_PT) -> str:
     """One table as one booktabs float, or several when its columns need more than width_pt. The
-    columns of settings a sweep varied are named in display.attrs["settings"] (report.with_settings)."""
+    columns of settings a sweep varied are named in display.attrs["settings"] (columns.with_settings)."""
     if not len(display):
         return ""
     settings = display.attrs.get("settings", [])

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from cycler import cycler
 
+from hardsamples import cells
 from hardsamples.analysis.aggregate import BLOCK, DELTA_METHODS, setup_slug, sort_rows
 from hardsamples.analysis.inference import t_interval
 
@@ -85,8 +86,8 @@ def block_figure(plt, block: pd.DataFrame, rows: pd.DataFrame, info: dict, confi
     paired_any = False
     for index, (_, line) in enumerate(sort_rows(block).groupby(LINE, sort=False)):
         settings, method, variant, delta = line.iloc[0][LINE]
-        label = (f"δ={delta:g}" if only_delta else f"{method}{f' ({variant})' if variant else ''} δ={delta:g}") \
-            + (f", {settings.replace('; ', ', ')}" if settings else "")
+        method_part = "" if only_delta else cells.method_text({"method": method, "variant": variant}) + " "
+        label = f"{method_part}δ={delta:g}" + (f", {settings.replace(cells.SEPARATOR, ', ')}" if settings else "")
         style = {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)]}
         _plot_band(loss_ax, line.groupby("interval")["train_loss"], confidence, style,
                    label=f"{label} (n={line['run_dir'].nunique()})")
