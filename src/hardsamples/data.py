@@ -171,8 +171,10 @@ def _load_fashion_mnist(root: Path, download: bool, system_dir: str | None) -> H
 
 
 TORCHVISION = {  # dataset.name -> its folder under data_dir and its reader
-    "cifar10": TorchvisionDataset("cifar-10-batches-py", lambda root, download, _: _load_cifar("cifar10", root, download)),
-    "cifar100": TorchvisionDataset("cifar-100-python", lambda root, download, _: _load_cifar("cifar100", root, download)),
+    "cifar10": TorchvisionDataset("cifar-10-batches-py",
+                                  lambda root, download, _: _load_cifar("cifar10", root, download)),
+    "cifar100": TorchvisionDataset("cifar-100-python",
+                                   lambda root, download, _: _load_cifar("cifar100", root, download)),
     "stl10": TorchvisionDataset("stl10_binary", lambda root, download, _: _load_stl10(root, download)),
     "fashion_mnist": TorchvisionDataset("FashionMNIST/raw", lambda root, download, dataset_cfg: _load_fashion_mnist(
         root, download, dataset_cfg.get("system_dir"))),

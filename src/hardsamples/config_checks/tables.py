@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from hardsamples.config_checks.values import is_choice
 from hardsamples.errors import ConfigError
 
 SOURCES = ("records", "wandb")  # source=: the run records, or their W&B mirror
@@ -19,8 +20,6 @@ def check_tables_settings(cfg: DictConfig) -> None:
     if cfg.convergence.rule not in cfg.convergence.rules:
         raise ConfigError(f"convergence.rule={cfg.convergence.rule} is not one of convergence.rules:"
                           f" {', '.join(cfg.convergence.rules)} (conf/tables.yaml)")
-    setting = cfg.paper_consistency
-    if not any(setting == choice and isinstance(setting, bool) == isinstance(choice, bool)
-               for choice in PAPER_CONSISTENCY):
-        raise ConfigError(f"paper_consistency={setting} is unknown: use auto (beside runs of the paper's datasets),"
-                          " true or false")
+    if not is_choice(cfg.paper_consistency, PAPER_CONSISTENCY):
+        raise ConfigError(f"paper_consistency={cfg.paper_consistency} is unknown: use auto (beside runs of the"
+                          " paper's datasets), true or false")

@@ -54,9 +54,14 @@ def at_least(cfg: DictConfig, key: str, minimum: int, why: str = "") -> int:
     return value
 
 
-def one_of(key: str, value, allowed: tuple) -> None:
-    """value must be one of allowed; a boolean matches only a boolean (Python's `no` is truthy and 1 == True,
+def is_choice(value, allowed: tuple) -> bool:
+    """value is one of allowed; a boolean matches only a boolean (Python's `no` is truthy and 1 == True,
     so record.checkpoint=no or channels_last=1 would otherwise pass as a choice)."""
-    if not any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed):
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
+
+
+def one_of(key: str, value, allowed: tuple) -> None:
+    """value must be one of allowed (is_choice)."""
+    if not is_choice(value, allowed):
         shown = ", ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed)
         raise ConfigError(f"{key}={value} is not one of its choices: use {shown}")

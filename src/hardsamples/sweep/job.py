@@ -56,15 +56,19 @@ def ended_note_of_this_job(run_dir: Path) -> dict | None:
     return None
 
 
+PROCESS_FIELDS = ("scheduler_job_id", "host", "pid", "cuda_visible_devices", "started_at")  # where and when it ran
+
+
 def new_note(job_num: int, in_this_process: bool = True) -> dict:
     """A job note's fields (job.json), for a fresh attempt of this sweep that has not ended: where it runs
     when this process is the job (in_this_process), else unknown (a launcher noting a job that died)."""
-    here = in_this_process
-    return {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
-            "sweep_id": os.environ.get(SWEEP_ID_ENV), "scheduler_job_id": scheduler_job_id() if here else None,
-            "host": socket.gethostname() if here else None, "pid": os.getpid() if here else None,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES") if here else None,
-            "started_at": time.time() if here else None, "ended_at": None}
+    note = {"attempt": uuid.uuid4().hex[:12], "job_num": job_num, "outcome": None, "error": None,
+            "sweep_id": os.environ.get(SWEEP_ID_ENV), "scheduler_job_id": scheduler_job_id(),
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started_at": time.time(), "ended_at": None}
+    if not in_this_process:
+        note.update(dict.fromkeys(PROCESS_FIELDS))
+    return note
 
 
 class JobNote:
