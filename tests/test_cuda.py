@@ -120,3 +120,39 @@ def test_on_cuda_a_killed_run_resumes_to_the_record_of_an_uninterrupted_run(tmp_
     assert killed_trace["batch"].tolist() == reference_trace["batch"].tolist()
     close_within_tolerance(killed_trace, reference_trace, samples)
     assert rows(killed_dir / "metrics.csv") == 6 and rows(killed_dir / "trace.csv") == 54
+
+
+def test_on_cuda_the_bench_reports_the_datasheet_peak_memory_floor_and_peak_memory(tmp_path):
+    from hardsamples.bench import speed
+
+    tiny = ["profile=full", "device=cuda", "models=[test_resnet]", "paper_model=test_resnet", "image_size=32",
+            "batch_size=8", "num_batches=5", "repeats=1", "eval_batch_size=16", "authors_native_sizes=[]",
+            f"out_dir={tmp_path}"]
+    table = speed.run(speed.settings(tiny))
+    part4 = table[table["part"] == 4]
+    assert set(part4["runtime"]) == {"paper_code", "clean"}  # the full profile times both protocols
+    for runtime, rows_ in part4.groupby("runtime"):
+        metrics = set(rows_["metric"])
+        assert "peak memory allocated during an interval (delta 1.0)" in metrics
+        assert rows_.set_index("metric").loc["update in the loop / its memory-bandwidth floor", "value"] > 1
+        precision = "tf32" if runtime == "paper_code" else "bf16"
+        if speed.roofline.datasheet(speed.device_name(torch.device("cuda")))[0] is not None:
+            assert f"model FLOP utilisation, {precision} peak (datasheet)" in metrics
+
+
+def test_on_cuda_bf16_autocast_moves_fewer_bytes_than_float32():
+    """The byte count runs below autocast: clean's bf16 activations are counted at two bytes."""
+    import timm
+
+    from hardsamples.bench import roofline
+    from hardsamples.runtime import Runtime
+
+    def build():
+        return timm.create_model("test_resnet", num_classes=10)
+
+    def sgd(model):
+        return torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, fused=True)
+    cuda = torch.device("cuda")
+    fp32 = roofline.counted_update_bytes(build, sgd, Runtime(cuda, "fp32", torch.channels_last, False, True), 64, 32)
+    bf16 = roofline.counted_update_bytes(build, sgd, Runtime(cuda, "bf16", torch.channels_last, True, True), 64, 32)
+    assert 0.4 * fp32 < bf16 < 0.9 * fp32

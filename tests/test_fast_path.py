@@ -171,3 +171,35 @@ def test_bench_writes_all_five_parts_under_each_runtime_asked_for(tmp_path, one_
         assert sorted(per_runtime) == ["clean", "paper_code"] and per_runtime["clean"] == per_runtime["paper_code"]
     assert set(csv.loc[csv["part"] == 3, "runtime"]) == {"paper_code"}
     assert (csv.loc[csv["part"] == 5, "metric"].str.contains("device-hours")).sum() == 2 * 2
+    # Part 4 on a CPU: seconds per update, images/s, MFU over a measured matrix product and the update
+    # over its memory floor; no datasheet peak and no allocator to ask for peak memory.
+    part4 = csv[(csv["part"] == 4) & (csv["runtime"] == "clean")].set_index("metric")["value"]
+    assert sorted(part4.index) == sorted([
+        "seconds per update in the loop, delta 1.0", "seconds per update in the loop, delta 0.2",
+        "training images per second (loop, delta 1.0)", "model FLOP utilisation, measured matrix product",
+        "update in the loop / its memory-bandwidth floor"])
+    assert part4["training images per second (loop, delta 1.0)"] == pytest.approx(
+        4 / part4["seconds per update in the loop, delta 1.0"], rel=1e-4)
+    assert 0 < part4["model FLOP utilisation, measured matrix product"] < 100
+    assert part4["update in the loop / its memory-bandwidth floor"] > 1  # a floor is never beaten
+
+
+def test_a_stopped_bench_keeps_every_model_it_finished(tmp_path, one_thread, monkeypatch):
+    """The CSV is rewritten after each model, and SIGINT (a time limit's) writes what was measured."""
+    measured = []
+
+    def measure_then_stop(bench_, name, checkpoint_dir):
+        if measured:  # the second model: the first is on disk already, then the time limit strikes
+            on_disk = pd.read_csv(next(tmp_path.glob("*.csv")))
+            assert set(on_disk["model"]) == {"test_resnet"}
+            raise KeyboardInterrupt
+        measured.append(name)
+        return measure_model(bench_, name, checkpoint_dir)
+    measure_model = bench.measure_model
+    monkeypatch.setattr(bench, "measure_model", measure_then_stop)
+    tiny = ["profile=cpu", "device=cpu", "models=[test_resnet,resnet18]", "image_size=16", "batch_size=4",
+            "num_batches=5", "repeats=1", "eval_batch_size=8", "projection.image_size=32", "projection.batch_size=8",
+            f"out_dir={tmp_path}"]
+    assert bench.main(tiny) == 130
+    kept = pd.read_csv(next(tmp_path.glob("*.csv")))
+    assert set(kept["model"]) == {"test_resnet"} and sorted(kept["part"].unique()) == [1, 2, 4, 5]

@@ -8,7 +8,10 @@ Five parts, one table, printed and written to results/bench/<device>.csv:
      the loop's bookkeeping cost; with compile=true also the loop under torch.compile, and the
      compilation time apart;
   3. the project's loop against the authors' pipeline (bench/authors.py), the paper's Table 1 beside;
-  4. images per second and model FLOP utilisation, each model;
+  4. what an update costs, each model: seconds per update at delta 1.0 and 0.2 (the paper's Table 1
+     beside), images per second, model FLOP utilisation over the datasheet's peak and over a matrix
+     product measured here, the update over its memory-bandwidth floor (bench/roofline.py), and on
+     CUDA the peak memory allocated;
   5. evaluation and checkpoint time per interval against training time, and the device-hours that
      Tables 3-5 (five models, three datasets, four deltas, three seeds, E = 100) would take.
 
@@ -21,10 +24,12 @@ wall-clock everywhere).
 
 The settings are conf/bench.yaml composed by Hydra (hardsamples.cli), as `make tables` composes
 conf/tables.yaml; the loop under test runs the real run config, conf/config.yaml composed with
-method=hard_batches and fidelity=clean at the profile's sizes. `runtimes=[paper_code,clean]` times
-parts 1, 2, 4 and 5 under each protocol's runtime in turn (paper_code: float32 with TF32 convolutions;
-clean: bf16 autocast; the same on a CPU, where both are float32), and the CSV's `runtime` column says
-which; part 3 runs under the first one listed.
+method=hard_batches and fidelity=<the runtime's protocol> at the profile's sizes. `runtimes` (the full profile's:
+[paper_code, clean]; the cpu profile's: [clean]) times parts 1, 2, 4 and 5 of each model under each
+protocol's runtime in turn (paper_code: float32 with TF32 convolutions; clean: bf16 autocast; the
+same on a CPU, where both are float32), and the CSV's `runtime` column says which; part 3 runs under
+the first one listed. The CSV is rewritten after every model, so a bench stopped early keeps what
+it measured.
 """
 
 from __future__ import annotations
@@ -46,13 +51,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tabulate import tabulate
 
-from hardsamples import cli, records
+from hardsamples import cli, record_files, records
+from hardsamples.bench import roofline
 from hardsamples.bench.authors import AuthorsTraining, authors_loader
 from hardsamples.config_checks.bench import check_bench_settings
 from hardsamples.data import HostData, make_fixed_batches, make_synthetic, to_device
 from hardsamples.errors import ConfigError, first_line
 from hardsamples.evaluate import EvalSettings, eval_settings, evaluate
-from hardsamples.loop import UpdateLoop, build_loop
+from hardsamples.loop import UpdateLoop, build_loop, build_optimizer
 from hardsamples.models import build_model, count_flops
 from hardsamples.runtime import Runtime, make_runtime
 
@@ -73,9 +79,6 @@ COLUMNS = ["device", "profile", "image_size", "batch_size", "runtime", "part", "
            "target", "detail"]
 # Table 1 of the paper: seconds per iteration, ResNet-18 on CIFAR-10 at 128 x 128, batch 512, an A100.
 PAPER_SECONDS = {1.0: 0.0310, 0.2: 0.0996}
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s; first match wins.
-GPU_PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
-                   ("GH200", 989.4), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0)]
 DELTA = 0.2
 NUM_CLASSES = 10
 
@@ -96,6 +99,18 @@ def settings(argv: list[str]) -> DictConfig:
         raise ConfigError(f"{first_line(err)}: {cli.where_options_are('bench', PROG)}") from None
     check_bench_settings(s, DELTA)
     return s
+
+
+@dataclass
+class Ceilings:
+    """What the device reaches in one precision (bench/roofline.py): measured, and from a datasheet."""
+
+    precision: str  # bf16 | tf32 | fp32
+    gemm: float  # FLOP/s of a large matrix product, measured
+    copy: float  # bytes/s of a large device-to-device copy (read + write), measured
+    peak: float | None  # dense tensor-core FLOP/s from the datasheet (or peak_tflops); None if unknown
+    bandwidth: float | None  # memory bytes/s from the datasheet; None if unknown
+    peak_source: str  # datasheet | peak_tflops
 
 
 @dataclass
@@ -169,6 +184,7 @@ class Bench:
                                           seed=0, device=self.runtime.device)
         self.device_name = device_name(self.runtime.device)
         self.rows: list[dict] = []
+        self._ceilings: dict[str, Ceilings] = {}
 
     def use_runtime(self, protocol: str) -> None:
         """Time what follows under a protocol's runtime, as a run with fidelity=<protocol> sets it up:
@@ -188,6 +204,23 @@ class Bench:
         if self.cuda:
             torch.cuda.synchronize()
 
+    def ceilings(self) -> Ceilings:
+        """This device's ceilings in the precision of the runtime in use, measured once per protocol."""
+        if self.protocol not in self._ceilings:
+            precision = roofline.precision_of(self.runtime)
+            bf16_tflops, bandwidth = roofline.datasheet(self.device_name)
+            source = "datasheet"
+            if self.s.peak_tflops:
+                bf16_tflops, source = float(self.s.peak_tflops), "peak_tflops"
+            gemm, gemm_flops = roofline.gemm_work(self.runtime)
+            copy, copy_bytes = roofline.copy_work(self.runtime.device)
+            times, _ = interleaved({"gemm": Window(gemm), "copy": Window(copy)}, 5, self.sync, self.clock)
+            self._ceilings[self.protocol] = Ceilings(
+                precision, gemm_flops / median(times["gemm"]), copy_bytes / median(times["copy"]),
+                roofline.datasheet_peak(bf16_tflops, precision), None if bandwidth is None else bandwidth * 1e9,
+                source)
+        return self._ceilings[self.protocol]
+
     def add(self, part: int, model: str, metric: str, value: float, unit: str, target: str = "", detail: str = ""):
         self.rows.append({"device": self.device_name, "profile": self.s.profile, "image_size": self.s.image_size,
                           "batch_size": self.s.batch_size, "runtime": self.protocol, "part": part, "model": model, "metric": metric,
@@ -201,11 +234,18 @@ class Bench:
         """The project's loop (loop.build_loop) on the real run config, with an update budget that never
         runs out: hard_batches under the protocol of the runtime in use (use_runtime), at the
         profile's batch size, lr and momentum, seed 0."""
+        return build_loop(self.run_config(delta), self.data if data is None else data, self.runtime, model=model)
+
+    def run_config(self, delta: float) -> DictConfig:
         s = self.s
-        cfg = composed_run_config("method=hard_batches", f"fidelity={self.protocol}", f"delta={delta}",
-                                  f"batch_size={s.batch_size}", f"optimizer.lr={s.lr}", f"optimizer.momentum={s.momentum}",
-                                  "seed=0", f"epochs={10**9 // s.num_batches}", "compile=false")
-        return build_loop(cfg, self.data if data is None else data, self.runtime, model=model)
+        return composed_run_config("method=hard_batches", f"fidelity={self.protocol}", f"delta={delta}",
+                                   f"batch_size={s.batch_size}", f"optimizer.lr={s.lr}",
+                                   f"optimizer.momentum={s.momentum}", "seed=0", f"epochs={10**9 // s.num_batches}",
+                                   "compile=false")
+
+    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The loop's optimizer (loop.build_optimizer) for a model of one's own."""
+        return build_optimizer(self.run_config(1.0), model, self.runtime)
 
     def interval_window(self, loop: UpdateLoop) -> Window:
         def run() -> int:
@@ -261,7 +301,23 @@ def measure_model(bench: Bench, name: str, checkpoint_dir: Path) -> dict:
         compiled.forward = torch.compile(model)
         windows["compiled"] = bench.interval_window(compiled)
     times, warm = interleaved(windows, s.repeats, bench.sync, bench.clock)
-    return {"name": name, "times": times, "warm": warm, "flops": flops, **loop_work(bench, hard)}
+    update_bytes = roofline.update_bytes(lambda: build_model(name, NUM_CLASSES, 3), bench.optimizer, bench.runtime,
+                                         s.image_size, s.batch_size)
+    return {"name": name, "times": times, "warm": warm, "flops": flops, "bytes": update_bytes,
+            **peak_memory(bench, plain), **loop_work(bench, hard)}
+
+
+def peak_memory(bench: Bench, loop: UpdateLoop) -> dict:
+    """CUDA: the most memory the allocator held during one interval of the loop (the device-resident
+    training images and the other variants' state included, as in a run). Nothing on a CPU, which
+    keeps no such count."""
+    if not bench.cuda:
+        return {}
+    bench.sync()
+    torch.cuda.reset_peak_memory_stats(bench.runtime.device)
+    loop.train_interval()
+    bench.sync()
+    return {"peak_memory": torch.cuda.max_memory_allocated(bench.runtime.device)}
 
 
 def loop_work(bench: Bench, loop: UpdateLoop, calls: int = 100) -> dict:
@@ -292,7 +348,7 @@ def loop_work(bench: Bench, loop: UpdateLoop, calls: int = 100) -> dict:
             "k": policy.k}
 
 
-def report_model(bench: Bench, m: dict, peak: float | None, peak_note: str) -> None:
+def report_model(bench: Bench, m: dict) -> None:
     s, t, name = bench.s, m["times"], m["name"]
     d1, d02, bare = median(t["d1.0"]), median(t["d0.2"]), median(t["bare"])
     mid, lo, hi = ratio(t["d0.2"], t["d1.0"])
@@ -310,14 +366,40 @@ def report_model(bench: Bench, m: dict, peak: float | None, peak_note: str) -> N
         compile_seconds = m["warm"]["compiled"] - compiled * s.num_batches
         bench.add(2, name, "loop under torch.compile / eager loop", mid, "x", "",
                   f"{ms(compiled)} / {ms(d1)}; compilation {compile_seconds:.1f} s, paid once per run")
+    report_throughput(bench, m)
+    report_interval_costs(bench, m)
+
+
+def report_throughput(bench: Bench, m: dict) -> None:
+    """Part 4 per model: seconds per update (the paper's Table 1 beside), images per second, FLOP
+    utilisation, the update against its memory-bandwidth floor (bench/roofline.py) and peak memory."""
+    s, t, name, c = bench.s, m["times"], m["name"], bench.ceilings()
+    d1 = median(t["d1.0"])
+    for delta in (1.0, DELTA):
+        target = "<= 0.012 (GPU, bf16, 128 px, batch 512)" if name == "resnet18" and c.precision == "bf16" else ""
+        bench.add(4, name, f"seconds per update in the loop, delta {delta}", median(t[f"d{delta}"]), "s", target,
+                  f"{c.precision}, {s.image_size} px, batch {s.batch_size}; the paper's Table 1 (ResNet-18, "
+                  f"CIFAR-10 at 128 px, batch 512, an A100): {PAPER_SECONDS[delta]} s")
     images_per_second = s.batch_size / d1
     train_flops = 3 * m["flops"][s.image_size]
     bench.add(4, name, "training images per second (loop, delta 1.0)", images_per_second, "img/s", "",
               f"{train_flops / 1e9:.3g} GFLOP per image (3 x forward) at {s.image_size} px")
     achieved = images_per_second * train_flops
-    bench.add(4, name, "model FLOP utilisation", 100 * achieved / peak if peak else float("nan"), "%", "",
-              f"{achieved / 1e12:.3g} TFLOP/s achieved; {peak_note}")
-    report_interval_costs(bench, m)
+    gemm = f"a {c.precision} matrix product measured here: {c.gemm / 1e12:.3g} TFLOP/s"
+    if c.peak:
+        bench.add(4, name, f"model FLOP utilisation, {c.precision} peak ({c.peak_source})", 100 * achieved / c.peak,
+                  "%", "", f"{achieved / 1e12:.3g} TFLOP/s achieved of {c.peak / 1e12:.4g}; {gemm}")
+    bench.add(4, name, "model FLOP utilisation, measured matrix product", 100 * achieved / c.gemm, "%", "",
+              f"{achieved / 1e12:.3g} TFLOP/s achieved; {gemm}")
+    memory_floor, compute_floor = m["bytes"] / c.copy, train_flops * s.batch_size / c.gemm
+    sheet = "" if c.bandwidth is None else f" (datasheet {c.bandwidth / 1e9:.4g} GB/s)"
+    bench.add(4, name, "update in the loop / its memory-bandwidth floor", d1 / memory_floor, "x",
+              "<= 1.3 (GPU, paper_code)" if bench.protocol == "paper_code" else "",
+              f"{ms(d1)} / {ms(memory_floor)}: at least {m['bytes'] / 1e9:.3g} GB moved per update at "
+              f"{c.copy / 1e9:.4g} GB/s, a copy measured here{sheet}; compute floor {ms(compute_floor)}")
+    if "peak_memory" in m:
+        bench.add(4, name, "peak memory allocated during an interval (delta 1.0)", m["peak_memory"] / 2**30, "GiB",
+                  "", "the device-resident training images and the bench's other loops included")
 
 
 def report_interval_costs(bench: Bench, m: dict) -> None:
@@ -435,28 +517,6 @@ def authors_loader_floor(bench: Bench) -> None:
                   f"CIFAR-10 on an A100: {PAPER_SECONDS[1.0]} s and {PAPER_SECONDS[DELTA]} s)")
 
 
-def peak_flops(bench: Bench) -> tuple[float | None, str]:
-    """The denominator of MFU: the device's dense bf16 peak, or on a CPU a measured fp32 GEMM rate."""
-    if bench.s.peak_tflops:
-        return bench.s.peak_tflops * 1e12, f"peak {bench.s.peak_tflops} TFLOP/s (peak_tflops)"
-    if bench.cuda:
-        for key, tflops in GPU_PEAK_TFLOPS:
-            if key in bench.device_name:
-                return tflops * 1e12, f"dense bf16 peak {tflops} TFLOP/s (datasheet)"
-        return None, "peak unknown for this GPU: pass peak_tflops=<dense bf16 TFLOP/s>"
-    # A CPU has no bf16 datasheet figure that fits (the runs are float32): the rate of a large fp32
-    # matrix product on the same threads, measured here, is the roofline the convolutions chase.
-    n = 1024
-    a, b = torch.randn(n, n), torch.randn(n, n)
-
-    def product() -> int:
-        torch.mm(a, b)
-        return 1
-    times, _ = interleaved({"gemm": Window(product)}, 5, bench.sync, bench.clock)
-    rate = 2 * n**3 / median(times["gemm"])
-    return rate, f"CPU: vs a measured fp32 {n}x{n} GEMM, {rate / 1e9:.3g} GFLOP/s on {torch.get_num_threads()} thread(s)"
-
-
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else records.cpu_name()
 
@@ -479,46 +539,69 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130  # the shell's code for SIGINT; run() has written what it measured
     return 0
 
 
 def run(s: DictConfig) -> pd.DataFrame:
-    """Every part, measured on checked settings; prints the table, writes the CSV and returns it."""
+    """Every part, measured on checked settings; prints the table, writes the CSV and returns it.
+
+    The CSV is rewritten after each model under each runtime, model by model, so a bench stopped by a
+    time limit (SIGINT, then KeyboardInterrupt here) or killed keeps every model it finished."""
     if s.threads:
         torch.set_num_threads(int(s.threads))
     bench = Bench(s)
+    out = Path(s.out_dir) / f"{slug(bench.device_name)}.csv"
     print(f"make bench: profile {s.profile} on {bench.device_name} ({torch.get_num_threads()} CPU thread(s)); "
           f"{s.image_size} px, batch {s.batch_size}, N = {s.num_batches}, {s.repeats} repeats", flush=True)
-    peak, peak_note = peak_flops(bench)
-    with tempfile.TemporaryDirectory() as tmp:
-        for protocol in s.runtimes:
-            bench.use_runtime(protocol)
-            print(f"  {bench.describe_runtime()}", flush=True)
-            measured = []
-            for name in s.models:
-                started = time.perf_counter()
-                measured.append(measure_model(bench, name, Path(tmp)))
-                report_model(bench, measured[-1], peak, peak_note)
-                print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
-            projection(bench, measured)
-    bench.use_runtime(s.runtimes[0])
-    for native_size in s.authors_native_sizes:
+    try:
+        measure_every_model(bench, out)
+        bench.use_runtime(s.runtimes[0])
+        for native_size in s.authors_native_sizes:
+            started = time.perf_counter()
+            compare_with_authors(bench, native_size)
+            print(f"  authors' pipeline, {native_size} px: {time.perf_counter() - started:.0f} s", flush=True)
         started = time.perf_counter()
-        compare_with_authors(bench, native_size)
-        print(f"  authors' pipeline, {native_size} px: {time.perf_counter() - started:.0f} s", flush=True)
-    started = time.perf_counter()
-    authors_loader_floor(bench)
-    print(f"  authors' loader at {s.projection.image_size} px: {time.perf_counter() - started:.0f} s", flush=True)
-    table = pd.DataFrame(bench.rows, columns=COLUMNS).sort_values("part", kind="stable")
+        authors_loader_floor(bench)
+        print(f"  authors' loader at {s.projection.image_size} px: {time.perf_counter() - started:.0f} s", flush=True)
+    except KeyboardInterrupt:
+        table = write_table(bench, out)
+        print(f"interrupted: {out} holds the {len(table)} rows measured before the stop", file=sys.stderr, flush=True)
+        raise
+    table = write_table(bench, out)
     shown = ["part", "model", "metric", "value", "target", "detail"]
     widths = [None, None, 34, None, None, 70]
     if len(s.runtimes) > 1:
         shown, widths = ["runtime", *shown], [None, *widths]
     print(tabulate(table[shown], headers="keys", showindex=False, floatfmt=".4g", maxcolwidths=widths))
-    out = Path(s.out_dir) / f"{slug(bench.device_name)}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False, float_format="%.6g")
     print(f"wrote {out}")
+    return table
+
+
+def measure_every_model(bench: Bench, out: Path) -> None:
+    """Parts 1, 2, 4 and 5: each model under each runtime in turn (the TF32 flags are process-wide),
+    the CSV rewritten after each; then part 5's projection per runtime."""
+    s = bench.s
+    measured: dict[str, list[dict]] = {protocol: [] for protocol in s.runtimes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in s.models:
+            for protocol in s.runtimes:
+                bench.use_runtime(protocol)
+                started = time.perf_counter()
+                measured[protocol].append(measure_model(bench, name, Path(tmp)))
+                report_model(bench, measured[protocol][-1])
+                write_table(bench, out)
+                print(f"  {name}, {bench.describe_runtime()}: {time.perf_counter() - started:.0f} s", flush=True)
+    for protocol in s.runtimes:
+        bench.use_runtime(protocol)
+        projection(bench, measured[protocol])
+
+
+def write_table(bench: Bench, out: Path) -> pd.DataFrame:
+    """The rows so far, by part, written atomically to out."""
+    table = pd.DataFrame(bench.rows, columns=COLUMNS).sort_values("part", kind="stable")
+    record_files.write_atomic(out, table.to_csv(index=False, float_format="%.6g").encode())
     return table
 
 if __name__ == "__main__":
