@@ -5,7 +5,7 @@ figure yet): choosing the hardest batches costs nothing per update that a benchm
 delta = 0.2 with N = 5, the worst case (a device-side sort before every update), an update costs
 0.95-1.03x one at delta = 1.0 (median per model, the paper's five; target <= 1.02), the selection
 itself 26-74 us (<= 0.17% of an update); an update in this loop costs 0.96-1.02x a bare forward,
-backward and step on a staged batch (target <= 1.10). The ranges over repeats (wide on a shared CPU) are in
+backward and step on a staged batch (target <= 1.05). The ranges over repeats (wide on a shared CPU) are in
 results/bench/README.md; tests/test_measured_claims.py checks these figures against the CSV.
 
 Inside a round nothing leaves the device: batch ids, losses and the policy's stored losses are
