@@ -63,7 +63,7 @@ def test_joblib_runs_jobs_per_gpu_times_the_visible_gpus(monkeypatch):
 
 
 def sharing_sweep(cwd, jobs_per_gpu: str, seeds: str, visible: str):
-    return run_cli(["-m", "experiment=demo", *TINY, "epochs=1", "delta=1.0", f"seed={seeds}", "sweep_name=shared",
+    return run_cli(["-m", "experiment=demo", *TINY, "epochs=30", "delta=1.0", f"seed={seeds}", "sweep_name=shared",
                     "launcher=joblib", f"hydra.launcher.jobs_per_gpu={jobs_per_gpu}"], cwd=cwd,
                    env={**ONE_THREAD, "CUDA_VISIBLE_DEVICES": visible, "HARDSAMPLES_GPU_LOCKS": str(cwd / "locks")})
 
@@ -71,7 +71,9 @@ def sharing_sweep(cwd, jobs_per_gpu: str, seeds: str, visible: str):
 @pytest.mark.slow
 def test_two_jobs_share_the_one_gpu(tmp_path):
     """One GPU named (none present here: the jobs train on the CPU): jobs_per_gpu=2 makes two workers,
-    and both jobs run at once on that one device."""
+    and both jobs run at once on that one device. Each job trains for about 6 s (epochs=30): the two
+    workers start their jobs a few hundredths of a second apart, but on a loaded CI machine one worker's
+    start once lagged by more than a one-epoch job (0.4 s), which then ended before the other began."""
     result = sharing_sweep(tmp_path, "2", "0,1", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr and "2 finished" in result.stdout
