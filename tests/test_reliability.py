@@ -391,13 +391,14 @@ def test_a_slow_wandb_start_is_not_counted_in_the_runs_seconds(fake_wandb, monke
     import pandas as pd
 
     def slow_init(**kwargs):
-        time.sleep(3)
+        time.sleep(5)
         raise RuntimeError("timed out")
 
     wandb = pytest.importorskip("wandb")
     monkeypatch.setattr(wandb, "init", slow_init)
     assert train_in_process(tmp_path, ["epochs=1", "logger.wandb.mode=online"]) == "finished"
-    assert pd.read_csv(tmp_path / "metrics.csv")["seconds"].iloc[-1] < 2.5
+    # Counted, the wait alone would make it >= 5 s; the tiny epoch itself takes well under a second.
+    assert pd.read_csv(tmp_path / "metrics.csv")["seconds"].iloc[-1] < 5
 
 
 @pytest.fixture
