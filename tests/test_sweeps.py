@@ -112,6 +112,17 @@ def test_rerunning_a_finished_sweep_trains_nothing_and_adds_no_rows(basic_sweep)
         assert json.loads((runs[name] / "run.json").read_text())["resumed_from"] == []
 
 
+@pytest.mark.parametrize("where", ["after the overrides", "between them"])
+def test_the_multirun_flag_may_come_anywhere_on_the_command_line(basic_sweep, where):
+    """argparse would read `epochs=2 -m seed=0` as overrides, a flag, then an unrecognized argument."""
+    cwd, _ = basic_sweep
+    args = ["experiment=demo", *TINY, *BASIC_JOBS]
+    args = [*args, "-m"] if where == "after the overrides" else [*args[:2], "--multirun", *args[2:]]
+    result = run_cli(args, cwd=cwd, env=ONE_THREAD)
+    assert "unrecognized arguments" not in result.stderr, result.stderr[-2000:]
+    assert summary_line(result).endswith(": 0 finished, 0 resumed, 2 skipped, 0 diverged, 1 failed")
+
+
 def test_joblib_launcher_runs_jobs_in_worker_processes_each_with_its_own_gpu(tmp_path):
     # Two GPUs named but none present: each worker claims one (the job then runs on the CPU).
     result = sweep(tmp_path, *TWO_JOBS, "sweep_name=joblib", "launcher=joblib", "hydra.launcher.n_jobs=2",

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hardsamples import record_files, records, slices
-from hardsamples.config_checks.command_line import check_command_line
+from hardsamples.config_checks.command_line import check_command_line, multirun_flag_first
 from hardsamples.config_checks.data import check_split_sizes
 from hardsamples.config_checks.loop import check_loop
 from hardsamples.config_checks.settings import check_settings
@@ -101,15 +101,15 @@ def run_held(cfg: DictConfig, run_dir: Path, writable: bool = True) -> str:
     if not writable:
         raise ConfigError(f"{run_dir} is not writable: make it writable, or pass sweep_name=<new sweep> to"
                           " write the run elsewhere")
-    record_files.start_run_files(run_dir, cfg)
-
-    log.info("%s: %s", cfg.run_name, settings_line(cfg))
     threads_from_allocation()
     runtime = make_runtime(cfg)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, runtime)
     loop = build_loop(cfg, data, runtime)
     check_loop(cfg, loop)
+    # Only now, with the data and the model known to work: input refused above leaves no .hydra/ or train.log.
+    record_files.start_run_files(run_dir, cfg)
+    log.info("%s: %s", cfg.run_name, settings_line(cfg))
     log.info("%s: %d training images in N = %d fixed batches, k = %d a round, %d updates in all, on %s%s",
              cfg.run_name, data.num_train, loop.num_batches, loop.policy.k, loop.budget, runtime.device,
              recorded_method(cfg, loop))
@@ -406,6 +406,7 @@ def main() -> None:
     found; a console script's own sys.path starts with its bin/ folder."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    sys.argv[1:] = multirun_flag_first(sys.argv[1:])
     check_command_line(sys.argv[1:])
     try:
         hydra_main()

@@ -31,6 +31,14 @@ QUOTING = ("quote a value that holds ~ = , : [ ] { } ( ) spaces or non-ASCII cha
            " Hydra's: \"run_name='a=b'\"")
 
 
+def multirun_flag_first(argv: list[str]) -> list[str]:
+    """The command line with -m / --multirun moved before the overrides: Hydra's argument parser takes
+    the overrides as one run of positional words, so `epochs=2 -m seed=0,1` would end in argparse's
+    "unrecognized arguments: seed=0,1"; the flag means the same wherever it is typed."""
+    flags = [arg for arg in argv if arg in MULTIRUN_FLAGS]
+    return flags + [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+
+
 def check_command_line(argv: list[str]) -> None:
     """The training command line, before Hydra sees it: every override readable, known choices and keys, a
     sweep only in a multirun, no group added or deleted, and the whole of it composing, Hydra's own keys
