@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import TINY, TINY_RUN, run_cli, train_in_process
@@ -42,11 +40,22 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, args, message):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    record = tmp_path / "run.json"
-    assert not record.exists() or json.loads(record.read_text())["status"] != "finished"
+    # Refused before it trains: nothing of the run's is written, not Hydra's config nor the log (the lock
+    # the refused process took is all a new directory may hold).
+    assert {p.name for p in tmp_path.iterdir()} <= {".lock"}, sorted(p.name for p in tmp_path.iterdir())
 
 
-def test_a_different_config_in_an_existing_run_directory_is_refused(tmp_path):
+def test_a_different_config_in_an_existing_run_directory_is_refused_naming_what_differs(tmp_path):
     assert train_in_process(tmp_path, ["epochs=1"]) == "finished"
-    with pytest.raises(ConfigError, match="holds a run with a different config: pass run_name="):
-        train_in_process(tmp_path, ["epochs=1", "optimizer.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"holds a run with a different config \(epochs: 1 there, 2 here; "
+                                          r"optimizer.lr: 0.005 there, 0.1 here\): pass run_name="):
+        train_in_process(tmp_path, ["epochs=2", "optimizer.lr=0.1"])
+
+
+def test_config_differences_name_the_changed_keys_and_count_the_rest():
+    from hardsamples.record_files import config_differences
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": 4, "f": 5}
+    assert config_differences(old, old) == ""
+    assert config_differences(old, {**old, "b": {"c": 2}}) == "b.d: 3 there, unset here"
+    new = {"a": 0, "b": {"c": 0, "d": 0}, "e": 0, "f": 5}
+    assert config_differences(old, new) == "a: 1 there, 0 here; b.c: 2 there, 0 here; b.d: 3 there, 0 here; and 1 more"

@@ -45,7 +45,7 @@ def test_a_refused_rerun_writes_nothing_into_the_run_it_was_refused(tmp_path):
     assert "interval 1/1" in (run_dir / "train.log").read_text()
     before = snapshot(run_dir)
     line = one_error_line(run_cli([*TINY, "epochs=1", "optimizer.lr=0.5", f"hydra.run.dir={run_dir}"], env=ONE_THREAD))
-    assert "holds a run with a different config" in line
+    assert "holds a run with a different config (optimizer.lr: 0.005 there, 0.5 here)" in line
     assert snapshot(run_dir) == before, "the refused process rewrote a file of the run it was refused"
 
 

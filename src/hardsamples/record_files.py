@@ -183,6 +183,20 @@ def comparable(config: dict) -> dict:
     return _without_nulls(kept)
 
 
+def config_differences(old: dict, new: dict, shown: int = 3) -> str:
+    """The dotted keys where two comparable configs differ, as `key: <old> there, <new> here`, the first
+    `shown` of them and a count of the rest: what a refused rerun changed."""
+    def flat(node, prefix=""):
+        if not isinstance(node, dict):
+            return {prefix[:-1]: node}
+        return {key: value for name, child in node.items() for key, value in flat(child, f"{prefix}{name}.").items()}
+
+    there, here = flat(comparable(old)), flat(comparable(new))
+    keys = sorted(key for key in there.keys() | here.keys() if there.get(key, "unset") != here.get(key, "unset"))
+    text = "; ".join(f"{key}: {there.get(key, 'unset')} there, {here.get(key, 'unset')} here" for key in keys[:shown])
+    return text + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
 def _without_nulls(node):
     """A null option means "as before" (say dataset.subset: null, all of the split), so a record made
     before such an option existed compares equal to a run that leaves it null."""

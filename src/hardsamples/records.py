@@ -140,7 +140,8 @@ def previous_run(run_dir: Path, config: dict) -> dict | None:
     """The record already in run_dir, if any; refuses one made with a different (resolved) config."""
     old = read_record(run_dir)
     if old is not None and comparable(old["config"]) != comparable(config):
-        raise ConfigError(f"{run_dir} holds a run with a different config: pass run_name=<new name>"
+        raise ConfigError(f"{run_dir} holds a run with a different config"
+                          f" ({record_files.config_differences(old['config'], config)}): pass run_name=<new name>"
                           " or sweep_name=<new sweep>, or delete that directory")
     return old
 
