@@ -4,9 +4,11 @@ and the test counts copied, the README table printed; a run without CUDA refused
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -87,3 +89,90 @@ def test_a_run_without_cuda_is_not_imported_over_the_repository(tmp_path, bench_
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "without CUDA" in result.stderr
     assert sorted((ROOT / "results").rglob("*")) == before
+
+
+# --- the loan's second command: tools/gpu_followup.sh and its import ------------------------------------
+
+def followup_folder(tmp_path, cuda: bool):
+    """followup.tar.gz as gpu_followup.sh packs it: versions, `pytest -m cuda`'s junit, share.csv and two
+    finished runs of the study's slice (one with a checkpoint and a lock, which a study never commits)."""
+    work = tmp_path / "work"
+    (work / "share").mkdir(parents=True)
+    (work / "versions.txt").write_text(f"cuda_available {int(cuda)}\npython 3.12.3 | torch 2.11.0\ngpu NVIDIA H200\n")
+    (work / "cuda_marked.xml").write_text(JUNIT)
+    (work / "share" / "share.csv").write_text("processes,wall_s,runs_per_hour,update_ms,run_s,gain\n"
+                                              "1,40.0,90.0,5.0,30.0,1.0\n8,70.0,411.4,9.0,60.0,4.57\n")
+    for run in ("resnet18-fashion_mnist-hard_batches-d1.0-s0", "resnet18-fashion_mnist-hard_batches-d0.2-s0"):
+        (work / "slice" / run).mkdir(parents=True)
+        for name in ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", ".lock"):
+            (work / "slice" / run / name).write_text(f"{run} {name}\n")
+    folder = tmp_path / "files_at"
+    folder.mkdir()
+    with tarfile.open(folder / "followup.tar.gz", "w:gz") as tar:
+        tar.add(work, arcname=".")
+    (folder / "followup_summary.txt").write_text("gpu_followup: cuda=1\n")
+    return folder
+
+
+def test_a_followup_lands_its_tests_sharing_and_new_study_runs(tmp_path):
+    repo = tmp_path / "repo"
+    runs = repo / "results" / "fashion_mnist_gpu" / "runs"
+    (runs / "resnet18-fashion_mnist-hard_batches-d1.0-s0").mkdir(parents=True)
+    (runs / "resnet18-fashion_mnist-hard_batches-d1.0-s0" / "run.json").write_text("committed before\n")
+    result = run_tool(followup_folder(tmp_path, cuda=True), "--into", repo)
+    assert result.returncode == 0, result.stderr
+    gpu = repo / "results" / "gpu" / "nvidia-h200"
+    assert "FAILED tests.test_cuda::test_broken" in (gpu / "tests_followup.txt").read_text()
+    assert pd.read_csv(gpu / "share_followup.csv")["gain"].tolist() == [1.0, 4.57]
+    added = runs / "resnet18-fashion_mnist-hard_batches-d0.2-s0"
+    assert sorted(p.name for p in added.iterdir()) == ["batch_accuracy.csv", "metrics.csv", "run.json", "trace.csv"]
+    assert (runs / "resnet18-fashion_mnist-hard_batches-d1.0-s0" / "run.json").read_text() == "committed before\n"
+    assert "1 run(s) added" in result.stdout and "left as they are: resnet18-fashion_mnist-hard_batches-d1.0-s0" in result.stdout
+
+
+def test_a_followup_without_cuda_is_not_imported_over_the_repository(tmp_path):
+    before = sorted((ROOT / "results").rglob("*"))
+    result = run_tool(followup_folder(tmp_path, cuda=False))
+    assert result.returncode == 2 and "without CUDA" in result.stderr
+    assert sorted((ROOT / "results").rglob("*")) == before
+
+
+def write_fashion_mnist(raw, train: int, test: int) -> None:
+    """Fashion-MNIST's four idx files (uncompressed, torchvision's raw layout), random images, balanced labels."""
+    import struct
+
+    import numpy as np
+    rng = np.random.default_rng(0)
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", train), ("t10k", test)):
+        for kind, array in (("images-idx3", rng.integers(0, 256, (n, 28, 28))), ("labels-idx1", np.arange(n) % 10)):
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.slow
+def test_the_followup_scripts_dry_run_slice_comes_back_as_study_records(tmp_path):
+    """gpu_followup.sh without CUDA: the study's grid narrowed to seed 0 at delta 1.0 and 0.2, tiny, on a
+    small Fashion-MNIST in the real format; its finished runs packed and imported, nothing left in /tmp."""
+    import os
+    import shutil
+    write_fashion_mnist(tmp_path / "data" / "FashionMNIST" / "raw", train=1200, test=200)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "FOLLOWUP_PHASES": "slice", "FOLLOWUP_BUDGET": "300",
+           "DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    temporary = set(Path("/tmp").glob("gpu_followup.*"))
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_followup.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = (tmp_path / "out" / "followup_summary.txt").read_text()
+    assert "slice  rc=0" in summary and "slice: 2 finished run(s)" in summary, summary
+    assert set(Path("/tmp").glob("gpu_followup.*")) == temporary
+    imported = run_tool(tmp_path / "out", "--into", tmp_path / "repo")
+    assert imported.returncode == 0, imported.stderr
+    runs = sorted((tmp_path / "repo" / "results" / "fashion_mnist_gpu" / "runs").iterdir())
+    assert [r.name for r in runs] == ["test_resnet-fashion_mnist-hard_batches-d0.2-s0",
+                                      "test_resnet-fashion_mnist-hard_batches-d1.0-s0"]
+    for run in runs:
+        assert json.loads((run / "run.json").read_text())["status"] == "finished"
+        assert (run / "batch_accuracy.csv").is_file() and not (run / "checkpoint.pt").exists()
+    shutil.rmtree(tmp_path / "data")

@@ -13,6 +13,12 @@ versions.txt, nvidia-smi samples). Written under --into (default: the repository
                             failed tests), smi.csv and phases.txt, and the real and sharing runs'
                             records (run.json, metrics.csv, batch_accuracy.csv, train.log).
 Then it prints the performance table (markdown) for README.md and results/bench/README.md.
+
+A folder from `bash tools/gpu_followup.sh` (followup.tar.gz, the loan's second command) gives instead:
+  results/gpu/<gpu>/tests_followup.txt   `pytest -m cuda`'s counts and failed tests;
+  results/gpu/<gpu>/share_followup.csv   tools/share_device.py's one run alone vs eight at once;
+  results/fashion_mnist_gpu/runs/<run>/  the study slice's finished runs, the files a study commits
+                                         (a run already there is left as it is, and named).
 A folder from a run without CUDA (a dry run) is imported only with --into, never over the
 repository's results.
 """
@@ -34,6 +40,9 @@ from hardsamples.bench.speed import COLUMNS, slug
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PHASES = ("A", "B")  # gpu_check.sh's bench phases over the five models; "authors" adds part 3
 RECORD_FILES = ("run.json", "metrics.csv", "batch_accuracy.csv", "train.log")
+# experiment=gpu_resnet18_fmnist*'s hydra.sweep.dir, and the record files .gitignore lets a study commit.
+STUDY_RUNS = Path("results") / "fashion_mnist_gpu" / "runs"
+STUDY_FILES = ("run.json", "metrics.csv", "trace.csv", "round_losses.csv", "batch_accuracy.csv")
 # The README table's columns: (heading, a regular expression the bench's metric begins with, format).
 TABLE = [("s/update d1.0", r"seconds per update in the loop, delta 1\.0", "{:.4f}"),
          ("s/update d0.2", r"seconds per update in the loop, delta 0\.2", "{:.4f}"),
@@ -56,9 +65,10 @@ def refuse(message: str) -> SystemExit:
 
 
 def unpack(folder: Path, into: Path) -> Path:
-    archive = folder / "results.tar.gz"
-    if not archive.is_file():
-        raise refuse(f"{archive} is missing: pass the folder the device tool's reply names (files_at)")
+    archive = next((folder / name for name in ("results.tar.gz", "followup.tar.gz") if (folder / name).is_file()), None)
+    if archive is None:
+        raise refuse(f"neither results.tar.gz nor followup.tar.gz is in {folder}: pass the folder the device"
+                     " tool's reply names (files_at)")
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -128,6 +138,35 @@ def copy_records(work: Path, target: Path) -> list[str]:
     return copied
 
 
+def import_followup(folder: Path, work: Path, into: Path) -> str:
+    """gpu_followup.sh's output into results/gpu/<gpu>/ and the study's runs; what was written, in lines."""
+    device = versions(work).get("gpu", "cpu").split(" |")[0]
+    target = into / "results" / "gpu" / slug(device)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "tests_followup.txt").write_text(test_counts(work))
+    lines = [f"{target}/tests_followup.txt:", test_counts(work).rstrip()]
+    if (work / "share" / "share.csv").is_file():
+        shutil.copy2(work / "share" / "share.csv", target / "share_followup.csv")
+        lines += [f"{target}/share_followup.csv:", pd.read_csv(target / "share_followup.csv").to_string(index=False)]
+    if (folder / "followup_summary.txt").is_file():
+        shutil.copy2(folder / "followup_summary.txt", target / "followup_summary.txt")
+    added, kept = [], []
+    for run_json in sorted((work / "slice").glob("*/run.json")):
+        destination = into / STUDY_RUNS / run_json.parent.name
+        if (destination / "run.json").exists():
+            kept.append(destination.name)
+            continue
+        destination.mkdir(parents=True)
+        for name in STUDY_FILES:
+            if (run_json.parent / name).is_file():
+                shutil.copy2(run_json.parent / name, destination / name)
+        added.append(destination.name)
+    lines.append(f"{into / STUDY_RUNS}: {len(added)} run(s) added" + "".join(f"\n  {name}" for name in added))
+    if kept:
+        lines.append(f"  already there, left as they are: {', '.join(kept)}")
+    return "\n".join(lines)
+
+
 def performance_table(bench: pd.DataFrame) -> str:
     """Markdown: a row per model and runtime, the bench's figures in TABLE's columns."""
     rows = bench[(bench["part"].isin([1, 2, 4, 5])) & (bench["model"] != "all")]
@@ -157,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             raise refuse(f"{args.folder} comes from a run without CUDA (a dry run): import it with --into <dir>,"
                                " never over the repository's results")
         into = args.into or ROOT
+        if (work / "slice").is_dir() or (work / "cuda_marked.xml").is_file():  # gpu_followup.sh's
+            print(import_followup(args.folder, work, into))
+            return 0
         bench = merged_bench(work)
         device = str(bench["device"].iloc[0])
         bench_csv = into / "results" / "bench" / f"{slug(device)}.csv"
