@@ -50,11 +50,16 @@ def gpu_check_folder(tmp_path, table: pd.DataFrame, cuda: bool):
         (work / run / "metrics.csv").write_text("interval,updates\n1,117\n")
         (work / run / ".lock").write_text("")
     (work / "share" / "wall.txt").write_text("size 32 processes 4 wall_ms 1000\n")
+    return brought_back(tmp_path, work, "results.tar.gz", "summary.txt")
+
+
+def brought_back(tmp_path, work, archive: str, summary: str):
+    """The folder the device tool's reply names: `work` packed as the script packs it, and its summary."""
     folder = tmp_path / "files_at"
     folder.mkdir()
-    with tarfile.open(folder / "results.tar.gz", "w:gz") as tar:
+    with tarfile.open(folder / archive, "w:gz") as tar:
         tar.add(work, arcname=".")
-    (folder / "summary.txt").write_text("gpu_check: cuda=1\n")
+    (folder / summary).write_text("cuda=1\n")
     return folder
 
 
@@ -106,12 +111,7 @@ def followup_folder(tmp_path, cuda: bool):
         (work / "slice" / run).mkdir(parents=True)
         for name in ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", ".lock"):
             (work / "slice" / run / name).write_text(f"{run} {name}\n")
-    folder = tmp_path / "files_at"
-    folder.mkdir()
-    with tarfile.open(folder / "followup.tar.gz", "w:gz") as tar:
-        tar.add(work, arcname=".")
-    (folder / "followup_summary.txt").write_text("gpu_followup: cuda=1\n")
-    return folder
+    return brought_back(tmp_path, work, "followup.tar.gz", "followup_summary.txt")
 
 
 def test_a_followup_lands_its_tests_sharing_and_new_study_runs(tmp_path):
