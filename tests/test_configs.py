@@ -131,6 +131,15 @@ def test_every_grid_runs_as_a_sweep_without_dash_m(name):
     check_launcher(cfg)
 
 
+@pytest.mark.parametrize("name", ["fashion_mnist_memorise", "fashion_mnist_memorise_controls", "gpu_resnet18_fmnist",
+                                  "gpu_resnet18_fmnist_controls", "gpu_resnet18_fmnist_128"])
+def test_the_studies_record_what_their_mechanism_check_reads(name):
+    """A study in the paper's regime must show its chosen batches were harder than random ones
+    (analysis/mechanism.py reads round_losses.csv): without the probe its hardness comparisons stand
+    untested."""
+    assert composed([f"experiment={name}"]).record.round_losses is True
+
+
 def test_the_tables_config_composes_with_its_rules_and_statistics():
     from hardsamples.analysis.report import rules_of, settings_of
     from hardsamples.tables import compose as compose_tables
