@@ -176,3 +176,14 @@ def test_the_followup_scripts_dry_run_slice_comes_back_as_study_records(tmp_path
         assert json.loads((run / "run.json").read_text())["status"] == "finished"
         assert (run / "batch_accuracy.csv").is_file() and not (run / "checkpoint.pt").exists()
     shutil.rmtree(tmp_path / "data")
+
+
+def test_the_followup_spends_no_time_on_a_slice_that_could_not_finish_a_run(tmp_path):
+    import os
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "FOLLOWUP_PHASES": "slice", "FOLLOWUP_BUDGET": "100",
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(ROOT / "tools" / "gpu_followup.sh")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = (tmp_path / "out" / "followup_summary.txt").read_text()
+    assert "SKIP slice:" in summary and "under the 150 s" in summary and "slice: 0 finished run(s)" in summary, summary

@@ -22,6 +22,7 @@ T0=$(date +%s)
 BUDGET=${FOLLOWUP_BUDGET:-200}
 RESERVE=20      # a stopped command's 15 s to end cleanly, and the packing
 MIN_PHASE=20
+SLICE_MIN=${FOLLOWUP_SLICE_MIN:-150}   # below this no run of the study (E = 40) finishes: the time is not spent
 PHASES=${FOLLOWUP_PHASES:-"cuda share slice"}
 OUT=${OUT:-$PWD/gpu_followup_out}
 mkdir -p "$OUT"
@@ -105,7 +106,8 @@ for p in $PHASES; do
   case $p in
     cuda)  phase cuda 90 run_cuda ;;
     share) phase share 100 run_share ;;
-    slice) phase slice 600 run_slice ;;
+    slice) if (( $(left) >= SLICE_MIN )); then phase slice 600 run_slice
+           else note "SKIP slice: $(left) s left, under the $SLICE_MIN s in which a slice's runs could finish"; fi ;;
     *)     note "unknown phase $p" ;;
   esac
 done
