@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Iterable
 
-from hardsamples.record_files import NOT_COMPARED, comparable
+from hardsamples.record_files import NOT_COMPARED, flat_config
 
 SETUP = ["fidelity", "epochs", "batch_size", "image_size"]  # the protocol, E, B and size: what two records must share
 # In this order: every field before "settings" is a block of the tables (what delta = 1 is compared within).
@@ -61,18 +61,8 @@ def value_text(value) -> str:
 
 def flat_settings(config: dict) -> dict[str, str]:
     """Every setting of a run's resolved config, by its dotted key (lists kept whole)."""
-    flat: dict[str, str] = {}
-
-    def walk(node, prefix: str) -> None:
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if isinstance(value, dict) and value:
-                walk(value, dotted + ".")
-            elif is_setting(dotted):
-                flat[dotted] = value_text(value)
-
-    walk(comparable(config if isinstance(config, dict) else {}), "")
-    return flat
+    leaves = flat_config(config if isinstance(config, dict) else {})
+    return {key: value_text(value) for key, value in leaves.items() if is_setting(key)}
 
 
 def select_settings(config: dict, keys: Iterable[str]) -> dict[str, str]:

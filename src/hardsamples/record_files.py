@@ -183,15 +183,25 @@ def comparable(config: dict) -> dict:
     return _without_nulls(kept)
 
 
-def config_differences(old: dict, new: dict, shown: int = 3) -> str:
-    """The dotted keys where two comparable configs differ, as `key: <old> there, <new> here`, the first
-    `shown` of them and a count of the rest: what a refused rerun changed."""
-    def flat(node, prefix=""):
-        if not isinstance(node, dict):
-            return {prefix[:-1]: node}
-        return {key: value for name, child in node.items() for key, value in flat(child, f"{prefix}{name}.").items()}
+def flat_config(config: dict) -> dict:
+    """Every leaf of a config's comparable part by its dotted key (lists and empty nodes kept whole)."""
+    flat = {}
 
-    there, here = flat(comparable(old)), flat(comparable(new))
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(comparable(config), "")
+    return flat
+
+
+def config_differences(old: dict, new: dict, shown: int = 3) -> str:
+    """The dotted keys where two configs' comparable parts differ, as `key: <old> there, <new> here`, the
+    first `shown` of them and a count of the rest: what a refused rerun changed."""
+    there, here = flat_config(old), flat_config(new)
     keys = sorted(key for key in there.keys() | here.keys() if there.get(key, "unset") != here.get(key, "unset"))
     text = "; ".join(f"{key}: {there.get(key, 'unset')} there, {here.get(key, 'unset')} here" for key in keys[:shown])
     return text + (f"; and {len(keys) - shown} more" if len(keys) > shown else "")
