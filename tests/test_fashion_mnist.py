@@ -24,10 +24,14 @@ needs_debian_package = pytest.mark.skipif(
     reason="needs the real Fashion-MNIST: apt-get install dataset-fashion-mnist (Debian's package; CI installs it)")
 
 
-def write_idx_gz(path: Path, array: np.ndarray) -> None:
+def idx_bytes(array: np.ndarray) -> bytes:
     """The idx format torchvision reads: magic (0, 0, 0x08 = uint8, ndim), big-endian dims, the bytes."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> None:
+    path.write_bytes(gzip.compress(idx_bytes(array)))
 
 
 @pytest.fixture

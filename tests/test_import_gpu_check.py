@@ -98,19 +98,26 @@ def test_a_run_without_cuda_is_not_imported_over_the_repository(tmp_path, bench_
 
 # --- the loan's second command: tools/gpu_followup.sh and its import ------------------------------------
 
-def followup_folder(tmp_path, cuda: bool):
-    """followup.tar.gz as gpu_followup.sh packs it: versions, `pytest -m cuda`'s junit, share.csv and two
-    finished runs of the study's slice (one with a checkpoint and a lock, which a study never commits)."""
+def followup_folder(tmp_path, cuda: bool, phases=("cuda", "share", "slice")):
+    """followup.tar.gz as gpu_followup.sh packs it: versions and, for the phases that ran, `pytest -m cuda`'s
+    junit, share.csv and the slice's runs: two finished (one with a checkpoint and a lock, which a study
+    never commits), one stopped at the budget."""
     work = tmp_path / "work"
-    (work / "share").mkdir(parents=True)
+    work.mkdir()
     (work / "versions.txt").write_text(f"cuda_available {int(cuda)}\npython 3.12.3 | torch 2.11.0\ngpu NVIDIA H200\n")
-    (work / "cuda_marked.xml").write_text(JUNIT)
-    (work / "share" / "share.csv").write_text("processes,wall_s,runs_per_hour,update_ms,run_s,gain\n"
-                                              "1,40.0,90.0,5.0,30.0,1.0\n8,70.0,411.4,9.0,60.0,4.57\n")
-    for run in ("resnet18-fashion_mnist-hard_batches-d1.0-s0", "resnet18-fashion_mnist-hard_batches-d0.2-s0"):
+    if "cuda" in phases:
+        (work / "cuda_marked.xml").write_text(JUNIT)
+    if "share" in phases:
+        (work / "share").mkdir()
+        (work / "share" / "share.csv").write_text("processes,wall_s,runs_per_hour,update_ms,run_s,gain\n"
+                                                  "1,40.0,90.0,5.0,30.0,1.0\n8,70.0,411.4,9.0,60.0,4.57\n")
+    runs = {"resnet18-fashion_mnist-hard_batches-d1.0-s0": "finished", "resnet18-fashion_mnist-hard_batches-d0.2-s0":
+            "finished", "resnet18-fashion_mnist-hard_batches-d0.5-s0": "interrupted"}
+    for run, status in runs.items() if "slice" in phases else ():
         (work / "slice" / run).mkdir(parents=True)
-        for name in ("run.json", "metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", ".lock"):
+        for name in ("metrics.csv", "trace.csv", "batch_accuracy.csv", "checkpoint.pt", ".lock"):
             (work / "slice" / run / name).write_text(f"{run} {name}\n")
+        (work / "slice" / run / "run.json").write_text(json.dumps({"status": status}))
     return brought_back(tmp_path, work, "followup.tar.gz", "followup_summary.txt")
 
 
@@ -127,7 +134,16 @@ def test_a_followup_lands_its_tests_sharing_and_new_study_runs(tmp_path):
     added = runs / "resnet18-fashion_mnist-hard_batches-d0.2-s0"
     assert sorted(p.name for p in added.iterdir()) == ["batch_accuracy.csv", "metrics.csv", "run.json", "trace.csv"]
     assert (runs / "resnet18-fashion_mnist-hard_batches-d1.0-s0" / "run.json").read_text() == "committed before\n"
+    assert not (runs / "resnet18-fashion_mnist-hard_batches-d0.5-s0").exists()  # stopped: resumes on a later loan
     assert "1 run(s) added" in result.stdout and "left as they are: resnet18-fashion_mnist-hard_batches-d1.0-s0" in result.stdout
+
+
+def test_a_followup_of_the_sharing_phase_alone_is_a_followup_still(tmp_path):
+    """FOLLOWUP_PHASES=share brings back no junit and no slice: the archive's name, not its contents,
+    says which script packed it."""
+    result = run_tool(followup_folder(tmp_path, cuda=True, phases=("share",)), "--into", tmp_path / "repo")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "repo" / "results" / "gpu" / "nvidia-h200" / "share_followup.csv").is_file()
 
 
 def test_a_followup_without_cuda_is_not_imported_over_the_repository(tmp_path):
@@ -139,15 +155,14 @@ def test_a_followup_without_cuda_is_not_imported_over_the_repository(tmp_path):
 
 def write_fashion_mnist(raw, train: int, test: int) -> None:
     """Fashion-MNIST's four idx files (uncompressed, torchvision's raw layout), random images, balanced labels."""
-    import struct
-
     import numpy as np
+
+    from test_fashion_mnist import idx_bytes
     rng = np.random.default_rng(0)
     raw.mkdir(parents=True)
     for prefix, n in (("train", train), ("t10k", test)):
         for kind, array in (("images-idx3", rng.integers(0, 256, (n, 28, 28))), ("labels-idx1", np.arange(n) % 10)):
-            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-            (raw / f"{prefix}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(idx_bytes(array))
 
 
 @pytest.mark.slow

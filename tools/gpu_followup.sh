@@ -15,7 +15,7 @@
 #   here:  OUT=/tmp/fu bash tools/gpu_followup.sh   (a dry run: without CUDA every size shrinks and nothing
 #          lands in results/; after prepare.sh, or with the project's .venv first on PATH)
 # Into $OUT: followup_summary.txt, followup_log.txt and followup.tar.gz (versions.txt, cuda_marked.xml,
-# share/ with share.csv, slice/ with the files a study commits of each run the slice finished).
+# share/ with share.csv, slice/ with each run's run.json and CSV files).
 # Then here: python tools/import_gpu_check.py <files_at> (it reads followup.tar.gz as well as results.tar.gz).
 set -uo pipefail
 T0=$(date +%s)
@@ -89,15 +89,10 @@ run_slice() {
     "hydra.sweeper.budget_minutes=$minutes" hydra.sweeper.at_budget=stop
   local rc=$? dir=results/fashion_mnist_gpu/runs arg
   for arg in "${SLICE[@]}"; do [[ $arg == hydra.sweep.dir=* ]] && dir=${arg#hydra.sweep.dir=}; done
-  local run name
-  for run in "$dir"/*/; do  # finished and diverged runs, the files a study commits: a stopped one resumes on the next loan
-    if python3 -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['status'] not in ('finished', 'diverged'))" \
-         "$run/run.json" 2>/dev/null; then
-      mkdir -p "$W/slice/$(basename "$run")"
-      for name in run.json metrics.csv trace.csv round_losses.csv batch_accuracy.csv; do
-        [[ -f $run/$name ]] && cp "$run/$name" "$W/slice/$(basename "$run")/"
-      done
-    fi
+  local run
+  for run in "$dir"/*/; do  # each run's record (import_gpu_check.py keeps those that are over)
+    [[ -f $run/run.json ]] || continue
+    mkdir -p "$W/slice/$(basename "$run")" && cp "$run"/run.json "$run"/*.csv "$W/slice/$(basename "$run")/"
   done
   return $rc
 }
@@ -125,9 +120,10 @@ for xml in sorted(glob.glob(f"{w}/*.xml")):
           f"{suite.get('errors')} skipped {suite.get('skipped')}" + "".join(f"\n  FAILED {b}" for b in bad))
 if os.path.isfile(f"{w}/share/share.csv"):
     print(pd.read_csv(f"{w}/share/share.csv").to_string(index=False))
-runs = sorted(glob.glob(f"{w}/slice/*/run.json"))
-print(f"slice: {len(runs)} finished run(s)" + "".join(f"\n  {os.path.basename(os.path.dirname(r))}: "
-      f"{json.load(open(r))['status']}" for r in runs))
+statuses = {os.path.basename(os.path.dirname(r)): json.load(open(r))["status"]
+            for r in sorted(glob.glob(f"{w}/slice/*/run.json"))}
+print(f"slice: {sum(s in ('finished', 'diverged') for s in statuses.values())} finished run(s)"
+      + "".join(f"\n  {name}: {status}" for name, status in statuses.items()))
 EOF
 pack
 ls -la "$OUT"

@@ -17,8 +17,9 @@ Then it prints the performance table (markdown) for README.md and results/bench/
 A folder from `bash tools/gpu_followup.sh` (followup.tar.gz, the loan's second command) gives instead:
   results/gpu/<gpu>/tests_followup.txt   `pytest -m cuda`'s counts and failed tests;
   results/gpu/<gpu>/share_followup.csv   tools/share_device.py's one run alone vs eight at once;
-  results/fashion_mnist_gpu/runs/<run>/  the study slice's finished runs, the files a study commits
-                                         (a run already there is left as it is, and named).
+  results/fashion_mnist_gpu/runs/<run>/  the slice's runs that are over (finished or diverged), the
+                                         files a study commits (a run already there is left as it is,
+                                         and named); a run stopped at the budget resumes on a later loan.
 A folder from a run without CUDA (a dry run) is imported only with --into, never over the
 repository's results.
 """
@@ -36,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from hardsamples.bench.speed import COLUMNS, slug
+from hardsamples.record_files import OVER, read_run_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PHASES = ("A", "B")  # gpu_check.sh's bench phases over the five models; "authors" adds part 3
@@ -65,13 +67,15 @@ def refuse(message: str) -> SystemExit:
 
 
 def unpack(folder: Path, into: Path) -> Path:
+    """The archive in `folder` (gpu_check.sh's results.tar.gz or gpu_followup.sh's followup.tar.gz)
+    unpacked into `into`; its path."""
     archive = next((folder / name for name in ("results.tar.gz", "followup.tar.gz") if (folder / name).is_file()), None)
     if archive is None:
         raise refuse(f"neither results.tar.gz nor followup.tar.gz is in {folder}: pass the folder the device"
                      " tool's reply names (files_at)")
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
-    return into
+    return archive
 
 
 def versions(work: Path) -> dict[str, str]:
@@ -143,8 +147,9 @@ def import_followup(folder: Path, work: Path, into: Path) -> str:
     device = versions(work).get("gpu", "cpu").split(" |")[0]
     target = into / "results" / "gpu" / slug(device)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "tests_followup.txt").write_text(test_counts(work))
-    lines = [f"{target}/tests_followup.txt:", test_counts(work).rstrip()]
+    counts = test_counts(work)
+    (target / "tests_followup.txt").write_text(counts)
+    lines = [f"{target}/tests_followup.txt:", counts.rstrip()]
     if (work / "share" / "share.csv").is_file():
         shutil.copy2(work / "share" / "share.csv", target / "share_followup.csv")
         lines += [f"{target}/share_followup.csv:", pd.read_csv(target / "share_followup.csv").to_string(index=False)]
@@ -152,6 +157,8 @@ def import_followup(folder: Path, work: Path, into: Path) -> str:
         shutil.copy2(folder / "followup_summary.txt", target / "followup_summary.txt")
     added, kept = [], []
     for run_json in sorted((work / "slice").glob("*/run.json")):
+        if read_run_json(run_json)["status"] not in OVER:  # stopped at the budget: it resumes on a later loan
+            continue
         destination = into / STUDY_RUNS / run_json.parent.name
         if (destination / "run.json").exists():
             kept.append(destination.name)
@@ -190,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--into", type=Path, default=None, help="where results/ is written (default: the repository)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        work = unpack(args.folder, Path(tmp))
+        work = Path(tmp)
+        archive = unpack(args.folder, work)
         found = versions(work)
         if found.get("cuda_available", "0").strip() != "1" and args.into is None:
             raise refuse(f"{args.folder} comes from a run without CUDA (a dry run): import it with --into <dir>,"
                                " never over the repository's results")
         into = args.into or ROOT
-        if (work / "slice").is_dir() or (work / "cuda_marked.xml").is_file():  # gpu_followup.sh's
+        if archive.name == "followup.tar.gz":
             print(import_followup(args.folder, work, into))
             return 0
         bench = merged_bench(work)
